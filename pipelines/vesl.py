@@ -1,0 +1,117 @@
+"""VESL's command line: run the pipeline on any Beam runner.
+
+    python -m pipelines.vesl --input 'gs://bucket/shards/*.tar' --output gs://bucket/out \
+        [--preset cloc|owlst|grit] [VESL options] [Beam options, e.g. --runner DataflowRunner ...]
+
+Without --runner, Beam's FnApiRunner (the DirectRunner's engine) runs it locally; Beam 2.77's
+plain DirectRunner first tries to download the Prism runner binary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import apache_beam as beam
+import fsspec
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from vesl.config import VeslConfig
+from vesl.io.layout import OutputLayout
+from vesl.io.readers import shard_format
+from vesl.models.checkpoint import CheckpointError, preflight
+from vesl.options import VeslOptions, config_from_options
+from vesl.pipeline import build_pipeline
+from vesl.schema import Provenance
+
+DEFAULT_LOCAL_RUNNER = "FnApiRunner"
+
+
+class UsageError(ValueError):
+    pass
+
+
+def expand_inputs(patterns: list[str]) -> list[str]:
+    """Patterns (globs, folders, files; local or remote) -> sorted shard paths VESL can read."""
+    shards: set[str] = set()
+    for pattern in (p.strip() for chunk in patterns for p in chunk.split(",")):
+        if not pattern:
+            continue
+        fs, path = fsspec.core.url_to_fs(pattern)
+        if fs.isdir(path):
+            matches = [m for m in fs.find(path) if shard_format(m)]
+        else:
+            matches = fs.glob(path) if any(c in path for c in "*?[") else ([path] if fs.exists(path) else [])
+        if not matches:
+            raise UsageError(f"no input matches {pattern!r}")
+        shards.update(fs.unstrip_protocol(m) if "://" in pattern else m for m in matches)
+    return sorted(shards)
+
+
+def prepare_output(output: str, overwrite: bool) -> OutputLayout:
+    layout = OutputLayout(output)
+    fs, _ = fsspec.core.url_to_fs(output)
+    existing = [d for d in (*layout.owned_dirs, layout.summary_path) if fs.exists(d)]
+    if existing and not overwrite:
+        raise UsageError(
+            f"{output!r} already holds VESL output ({', '.join(existing)}); pass --overwrite to replace it"
+        )
+    for path in existing:
+        fs.rm(path, recursive=True)
+    return layout
+
+
+def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict[str, Any]:
+    """Parse options, build and run the pipeline, return summary.json's content."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    options = PipelineOptions(argv)
+    if options.view_as(StandardOptions).runner is None and test_pipeline is None:
+        options.view_as(StandardOptions).runner = DEFAULT_LOCAL_RUNNER
+    vesl_options = options.view_as(VeslOptions)
+    if not vesl_options.input or not vesl_options.output:
+        raise UsageError("--input and --output are required")
+    config: VeslConfig = config_from_options(vesl_options)
+    shards = expand_inputs(vesl_options.input)
+    weights = preflight(config.detect.checkpoint)
+    provenance = Provenance.for_run(
+        config.preset, config.detect.checkpoint, config.detect.image_size, weights, config.digest()
+    )
+    layout = prepare_output(vesl_options.output, vesl_options.overwrite)
+    pipeline = test_pipeline or beam.Pipeline(options=options)
+    build_pipeline(pipeline, config, shards, vesl_options.output, provenance)
+    pipeline.run().wait_until_finish()
+    with fsspec.open(layout.summary_path, "r") as f:
+        return json.load(f)
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    counts = summary["counts"]
+    lines = [
+        f"VESL {summary['provenance']['vesl_version']} - preset {summary['provenance']['preset']}, "
+        f"detector {summary['provenance']['detector']} ({summary['provenance']['weights']})",
+        f"  read {counts['read']} = written {counts['written']} + rejected {counts['rejected']}"
+        f"  [{'balanced' if counts['balanced'] else 'NOT BALANCED'}]",
+        f"  phrases/image {counts['phrases_per_image']}, regions/image {counts['regions_per_image']}, "
+        f"written with zero regions {counts['written_without_regions']}",
+    ]
+    for stage, reasons in counts["rejected_by_stage"].items():
+        lines.append(f"  rejected at {stage}: " + ", ".join(f"{r} {n}" for r, n in reasons.items()))
+    lines += [f"  {name}: {path}" for name, path in summary["outputs"].items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        summary = run(argv)
+    except (UsageError, CheckpointError, ValueError) as exc:
+        print(f"vesl: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_summary(summary))
+    return 0 if summary["counts"]["balanced"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

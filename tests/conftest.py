@@ -1,0 +1,31 @@
+"""Shared fixtures: a tiny random-weight OWLv2 checkpoint (written once per session through the same
+writer users run), real photos with captions, and generators of bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vesl.io.shard_writers import RawSample
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PHOTOS = FIXTURES / "photos"
+TINY_IMAGE_SIZE = 64  # the tiny checkpoint's native size; tests run the detector at 64 or 96 px
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> str:
+    from vesl.models.tiny import write_tiny_checkpoint
+
+    return str(write_tiny_checkpoint(tmp_path_factory.mktemp("tiny-owlv2"), seed=0, image_size=TINY_IMAGE_SIZE))
+
+
+@pytest.fixture(scope="session")
+def photo_samples() -> list[RawSample]:
+    samples = []
+    for line in (PHOTOS / "manifest.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        samples.append(RawSample(entry["key"], (PHOTOS / entry["image"]).read_bytes(), entry["caption"], "jpg"))
+    return samples

@@ -1,0 +1,48 @@
+"""Config: presets as data, overrides, validation, options mapping."""
+
+from __future__ import annotations
+
+import pytest
+
+from vesl.config import OFF, build_config, preset_names
+from vesl.options import VeslOptions, config_from_options
+
+
+def test_presets_exist_and_differ():
+    assert preset_names() == ["cloc", "grit", "owlst"]
+    cloc, owlst, grit = build_config("cloc"), build_config("owlst"), build_config("grit")
+    assert cloc.filter.score_threshold == 0.1 and cloc.detect.image_size == 448 and cloc.phrases.max_phrases == 20
+    assert cloc.filter.nms_iou is None and cloc.filter.keep_image_min_score is None
+    assert owlst.filter.keep_image_min_score == 0.3
+    assert grit.phrases.mode == "spacy" and grit.filter.nms_iou == 0.5 and grit.filter.drop_images_without_regions
+    assert len({cloc.digest(), owlst.digest(), grit.digest()}) == 3
+
+
+def test_overrides_and_off():
+    cfg = build_config("grit", {"filter": {"nms_iou": OFF, "score_threshold": 0.3}, "detect": {"query_buckets": [2, 4]}})
+    assert cfg.filter.nms_iou is None and cfg.filter.score_threshold == 0.3 and cfg.detect.query_buckets == (2, 4)
+    assert build_config("grit", {"filter": {"nms_iou": None}}).filter.nms_iou == 0.5  # None = not given
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"phrases": {"mode": "bogus"}}, {"filter": {"score_threshold": 1.5}}, {"detect": {"query_buckets": [8, 4]}},
+     {"write": {"parquet": False, "tfrecord": False}}, {"filter": {"no_such_field": 1}}, {"nosection": {}}],
+)
+def test_invalid_configs_are_refused(overrides):
+    with pytest.raises(ValueError):
+        build_config("cloc", overrides)
+
+
+def test_unknown_preset():
+    with pytest.raises(ValueError, match="known presets: cloc, grit, owlst"):
+        build_config("nope")
+
+
+def test_command_line_options_map_to_config():
+    options = VeslOptions(["--preset", "grit", "--nms_iou", "off", "--max_phrases", "5", "--write_image_bytes", "true",
+                           "--query_buckets", "2,5", "--runner", "FnApiRunner"])
+    cfg = config_from_options(options)
+    assert cfg.preset == "grit" and cfg.filter.nms_iou is None and cfg.phrases.max_phrases == 5
+    assert cfg.write.write_image_bytes is True and cfg.detect.query_buckets == (2, 5)
+    assert cfg.filter.score_threshold == 0.65  # untouched preset value

@@ -1,0 +1,142 @@
+"""The OWLv2 detector core on a tiny random-weight checkpoint loaded through from_pretrained."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from tests import images
+from tests.conftest import TINY_IMAGE_SIZE
+from vesl.config import DetectConfig, FilterConfig
+from vesl.filtering.rules import filter_detections
+from vesl.models.checkpoint import CheckpointError, load_checkpoint, preflight
+from vesl.models.clip_tokenizer import build_clip_tokenizer
+from vesl.models.owlv2 import DeviceUnavailable, Owlv2Detector, query_bucket, resolve_device
+from vesl.records import ImageRecord, Phrase
+from vesl.transforms.detect import prepare_image
+
+
+@pytest.fixture(scope="module")
+def detector(tiny_checkpoint):
+    loaded = load_checkpoint(tiny_checkpoint)
+    assert loaded.weights == "random weights"
+    return Owlv2Detector(loaded.model, loaded.tokenizer, "cpu", image_size=96)
+
+
+def test_vendored_clip_tokenizer_gives_clip_ids(tiny_checkpoint):
+    expected = [49406, 320, 1125, 539, 320, 2368, 49407]
+    assert build_clip_tokenizer()("a photo of a cat")["input_ids"] == expected
+    assert load_checkpoint(tiny_checkpoint).tokenizer("a photo of a cat")["input_ids"] == expected
+
+
+def test_query_bucket():
+    assert [query_bucket(n, (4, 8, 20)) for n in (1, 4, 5, 20, 23)] == [4, 4, 8, 20, 23]
+
+
+def test_forward_equals_transformers_forward(detector):
+    """Our module-by-module forward gives the model's own logits/boxes/objectness (no padding)."""
+    rng = np.random.default_rng(0)
+    pixels = [rng.integers(0, 255, (96, 96, 3), dtype=np.uint8) for _ in range(2)]
+    queries = [["a cat", "a red car", "grass"], ["a dog", "a cat", "the sky"]]
+    x = detector.pixel_values(pixels, [(96, 96), (96, 96)])
+    phrases, index, mask = detector.query_inputs(queries)
+    with torch.inference_mode():
+        logits, boxes, objectness = detector.forward(x, phrases, index, mask)
+        tokens = detector.tokenizer([q for qs in queries for q in qs], padding="max_length", max_length=16,
+                                    return_tensors="pt")
+        ref = detector.model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"], pixel_values=x,
+                             interpolate_pos_encoding=True)
+    torch.testing.assert_close(logits, ref.logits.float(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(boxes, ref.pred_boxes.float(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(objectness, torch.sigmoid(ref.objectness_logits), rtol=1e-5, atol=1e-5)
+
+
+def test_padded_queries_never_win_and_batching_does_not_change_results(detector):
+    rng = np.random.default_rng(1)
+    pixels = [rng.integers(0, 255, (96, 96, 3), dtype=np.uint8) for _ in range(3)]
+    sizes = [(96, 60), (40, 96), (96, 96)]
+    queries = [["a cat"], ["a dog", "a tree", "a car"], ["grass", "sky"]]
+    together = detector.detect(pixels, sizes, queries, min_score=0.0, max_candidates=1000, query_buckets=(8,))
+    for i, det in enumerate(together):
+        assert len(det) > 0 and det.query_index.max() < len(queries[i])
+        alone = detector.detect([pixels[i]], [sizes[i]], [queries[i]], min_score=0.0, max_candidates=1000)[0]
+        np.testing.assert_allclose(alone.scores, det.scores, atol=1e-4)
+        np.testing.assert_allclose(alone.boxes, det.boxes, atol=1e-4)
+        assert (det.boxes >= 0).all() and (det.boxes <= 1).all()
+        assert np.all(np.diff(det.scores) <= 0)  # best first
+
+
+def test_min_score_and_max_candidates(detector):
+    pixels = [np.zeros((96, 96, 3), np.uint8)]
+    det = detector.detect(pixels, [(96, 96)], [["a cat", "a dog"]], min_score=0.0, max_candidates=5)[0]
+    assert len(det) == 5
+    assert len(detector.detect(pixels, [(96, 96)], [["a cat"]], min_score=1.0, max_candidates=5)[0]) == 0
+
+
+def _red_box_in_detector_input(pixels: np.ndarray, size: int) -> list[float]:
+    red = (pixels[..., 0] > 200) & (pixels[..., 1] < 60) & (pixels[..., 2] < 60)
+    ys, xs = np.nonzero(red)
+    x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+    return [(x0 + x1) / 2 / size, (y0 + y1) / 2 / size, (x1 - x0) / size, (y1 - y0) / size]
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "rect", "exif"),
+    [(300, 120, (60, 30, 150, 90), False), (90, 240, (10, 150, 70, 230), False), (240, 120, (0, 0, 60, 40), True)],
+)
+def test_injected_detector_boxes_land_on_the_original_pixels(detector, monkeypatch, width, height, rect, exif):
+    """Non-square (and EXIF-rotated) images through decode -> letterbox -> detect -> filter: a detector
+    that reports exactly the red rectangle it is shown yields a stored box on the rectangle's pixels."""
+    if exif:
+        data = images.exif_rotated_jpeg(width, height)  # red top-left quarter x third, as displayed
+        rect = (0, 0, width // 4, height // 3)
+    else:
+        data = images.encode(images.rgb_with_rectangle(width, height, rect), "PNG")
+    record = ImageRecord("k", "s", 0, "a red box", data, phrases=(Phrase("a red box", 0, 9, "nltk"),))
+    prepared = prepare_image(record, DetectConfig(image_size=96), keep_image_bytes=False)
+    assert (prepared.record.width, prepared.record.height) == (width, height)
+    injected = torch.tensor(_red_box_in_detector_input(prepared.pixels, 96))
+
+    def box_predictor(image_feats, feature_map, interpolate_pos_encoding=False):
+        return injected.expand(image_feats.shape[0], image_feats.shape[1], 4).clone()
+
+    monkeypatch.setattr(detector.model, "box_predictor", box_predictor)
+    det = detector.detect([prepared.pixels], [(prepared.content_width, prepared.content_height)],
+                          [["a red box"]], min_score=0.0, max_candidates=3)[0]
+    labeled = filter_detections(prepared.record, det, FilterConfig(score_threshold=0.0))
+    assert labeled.regions
+    box_px = np.array(labeled.regions[0].box) * [width, height, width, height]
+    # Within one detector-input pixel (plus resampling blur) of the truth, in original pixels.
+    tolerance = max(width, height) / 96 * 1.5
+    np.testing.assert_allclose(box_px, rect, atol=tolerance)
+
+
+def test_device_resolution():
+    assert resolve_device("cpu") == "cpu"
+    if not torch.cuda.is_available():
+        assert resolve_device("auto") == "cpu"
+        with pytest.raises(DeviceUnavailable, match="no CUDA GPU"):
+            resolve_device("cuda")
+
+
+def test_checkpoint_errors_are_one_clear_line(tmp_path, tiny_checkpoint):
+    assert preflight(tiny_checkpoint) == "random weights"
+    with pytest.raises(CheckpointError, match="no such folder"):
+        load_checkpoint(str(tmp_path / "missing"))
+    (tmp_path / "notowl").mkdir()
+    (tmp_path / "notowl" / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(CheckpointError) as info:
+        preflight(str(tmp_path / "notowl"))
+    assert "\n" not in str(info.value) and "notowl" in str(info.value)
+
+
+def test_image_size_must_fit_the_patch_grid(tiny_checkpoint):
+    loaded = load_checkpoint(tiny_checkpoint)
+    with pytest.raises(ValueError, match="multiple of the patch size"):
+        Owlv2Detector(loaded.model, loaded.tokenizer, "cpu", image_size=100)
+    native = Owlv2Detector(loaded.model, loaded.tokenizer, "cpu", image_size=TINY_IMAGE_SIZE)
+    assert native.interpolate_pos_encoding is False
+    assert dataclasses.is_dataclass(DetectConfig())

@@ -1,0 +1,142 @@
+"""Shard readers: the three formats, streaming, and every malformed record or shard."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from vesl.config import ReadConfig
+from vesl.io.readers import SHARD_INDEX, read_shard
+from vesl.io.shard_writers import RawSample, write_img2dataset_parquet, write_webdataset
+from vesl.records import ImageRecord, Reason, Reject, Stage
+
+CFG = ReadConfig(max_caption_chars=1000)
+
+
+def split(items):
+    records = [i for i in items if isinstance(i, ImageRecord)]
+    rejects = {r.key: r for r in items if isinstance(r, Reject)}
+    return records, rejects
+
+
+def test_webdataset_reads_groups_in_order(tmp_path, photo_samples):
+    path = write_webdataset(str(tmp_path / "a.tar"), photo_samples)
+    records, rejects = split(list(read_shard(path, CFG)))
+    assert not rejects
+    assert [(r.key, r.index, r.caption) for r in records] == [(s.key, i, s.caption) for i, s in enumerate(photo_samples)]
+    assert records[0].image_bytes == photo_samples[0].image and records[0].shard == path
+
+
+def test_webdataset_bad_records(tmp_path, photo_samples):
+    image = photo_samples[0].image
+    samples = [
+        RawSample("no_caption", image, None),
+        RawSample("no_image", None, "a cat"),
+        RawSample("empty", image, ""),
+        RawSample("blank", image, " \t\n "),
+        RawSample("latin1", image, "caf\xe9 au lait".encode("latin-1")),
+        RawSample("huge", image, "a cat " * 20_000),
+        RawSample("bom", image, "\ufeffa cat on a mat".encode("utf-8")),
+        RawSample("zero_bytes", b"", "a dog"),  # passes the reader; decode rejects it
+        RawSample("ok", image, "  a dog on a mat  ", meta={"url": "https://x.invalid/1.jpg"}),
+    ]
+    records, rejects = split(list(read_shard(write_webdataset(str(tmp_path / "b.tar"), samples), CFG)))
+    assert {k: r.reason for k, r in rejects.items()} == {
+        "no_caption": Reason.MISSING_CAPTION,
+        "no_image": Reason.MISSING_IMAGE,
+        "empty": Reason.EMPTY_CAPTION,
+        "blank": Reason.EMPTY_CAPTION,
+        "latin1": Reason.CAPTION_NOT_UTF8,
+        "huge": Reason.CAPTION_TOO_LONG,
+    }
+    assert all(r.stage == Stage.READ and r.detail for r in rejects.values())
+    assert "byte 3" in rejects["latin1"].detail
+    by_key = {r.key: r for r in records}
+    assert by_key["bom"].caption == "a cat on a mat"
+    assert by_key["ok"].caption == "a dog on a mat" and by_key["ok"].url == "https://x.invalid/1.jpg"
+    assert by_key["zero_bytes"].image_bytes == b""
+    assert len(records) + len(rejects) == len(samples)
+
+
+def test_truncated_tar_keeps_earlier_records_and_rejects_the_cut_one(tmp_path, photo_samples):
+    path = tmp_path / "t.tar"
+    write_webdataset(str(path), photo_samples)
+    data = path.read_bytes()
+    # Cut inside the last sample's image member.
+    with tarfile.open(path) as tar:
+        last_image = [m for m in tar.getmembers() if m.name.startswith(photo_samples[-1].key)][0]
+    path.write_bytes(data[: last_image.offset_data + last_image.size // 2])
+    records, rejects = split(list(read_shard(str(path), CFG)))
+    assert [r.key for r in records] == [s.key for s in photo_samples[:-1]]
+    reject = rejects[photo_samples[-1].key]
+    assert reject.reason == Reason.TRUNCATED_SHARD and reject.index == len(photo_samples) - 1
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a tar file at all" * 40])
+def test_unreadable_shards_yield_one_shard_reject(tmp_path, content):
+    path = tmp_path / "bad.tar"
+    path.write_bytes(content)
+    items = list(read_shard(str(path), CFG))
+    assert len(items) == 1 and items[0].reason == Reason.UNREADABLE_SHARD and items[0].index == SHARD_INDEX
+    assert items[0].detail
+
+
+def test_empty_tar_is_a_shard_without_records(tmp_path):
+    path = write_webdataset(str(tmp_path / "empty.tar"), [])
+    assert list(read_shard(path, CFG)) == []
+
+
+def test_unknown_extension_and_missing_file(tmp_path):
+    (tmp_path / "x.zip").write_bytes(b"PK")
+    assert [i.reason for i in read_shard(str(tmp_path / "x.zip"), CFG)] == [Reason.UNREADABLE_SHARD]
+    assert [i.reason for i in read_shard(str(tmp_path / "missing.tar"), CFG)] == [Reason.UNREADABLE_SHARD]
+
+
+def test_img2dataset_parquet(tmp_path, photo_samples):
+    samples = [*photo_samples, RawSample("failed", None, "a cat", meta={"url": "u"})]
+    path = write_img2dataset_parquet(str(tmp_path / "p.parquet"), samples)
+    records, rejects = split(list(read_shard(path, CFG)))
+    assert [r.key for r in records] == [s.key for s in photo_samples]
+    assert records[1].image_bytes == photo_samples[1].image
+    assert rejects["failed"].reason == Reason.MISSING_IMAGE and "failed_to_download" in rejects["failed"].detail
+
+
+def test_parquet_streams_in_batches_and_derives_missing_keys(tmp_path, photo_samples):
+    image = photo_samples[0].image
+    table = pa.table({"caption": [f"a cat number {i}" for i in range(600)], "png": [image] * 600})
+    path = str(tmp_path / "nokey.parquet")
+    pq.write_table(table, path, row_group_size=100)
+    records = list(read_shard(path, CFG))
+    assert len(records) == 600 and records[599].key == "nokey:599" and records[599].index == 599
+
+
+def test_parquet_without_image_column_rejects_every_row(tmp_path):
+    path = str(tmp_path / "meta.parquet")
+    pq.write_table(pa.table({"key": ["a", "b"], "caption": ["x", "y"]}), path)
+    items = list(read_shard(path, CFG))
+    assert [i.reason for i in items] == [Reason.MISSING_IMAGE] * 2 and "no image column" in items[0].detail
+
+
+def test_manifest(tmp_path, photo_samples):
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "a.jpg").write_bytes(photo_samples[0].image)
+    lines = [
+        json.dumps({"key": "a", "image": "img/a.jpg", "caption": "a cat"}),
+        json.dumps({"image": "img/a.jpg", "captions": ["first caption", "second"]}),
+        "{not json",
+        json.dumps({"key": "gone", "image": "img/missing.jpg", "caption": "a dog"}),
+        "",
+        json.dumps({"key": "nocap", "image": "img/a.jpg"}),
+    ]
+    path = tmp_path / "manifest.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    items = list(read_shard(str(path), CFG))
+    records, rejects = split(items)
+    assert [(r.key, r.caption) for r in records] == [("a", "a cat"), ("a", "first caption")]
+    assert rejects["gone"].reason == Reason.IMAGE_NOT_FOUND
+    assert rejects["nocap"].reason == Reason.MISSING_CAPTION
+    assert rejects[""].reason == Reason.BAD_MANIFEST_LINE and "line 3" in rejects[""].detail

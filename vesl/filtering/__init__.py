@@ -1,0 +1,1 @@
+"""Region and image keep rules. No Beam import here."""

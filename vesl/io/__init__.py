@@ -1,0 +1,1 @@
+"""Shard readers, output row codecs (TFRecord framing, tf.train.Example). No Beam import here."""

@@ -1,0 +1,54 @@
+"""TFRecord framing reader with CRC checks (no TensorFlow).
+
+Each record is ``uint64 length | uint32 masked_crc32c(length) | data | uint32 masked_crc32c(data)``,
+little-endian (the format Beam's WriteToTFRecord and TensorFlow write).
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import google_crc32c
+
+
+class TFRecordError(ValueError):
+    pass
+
+
+def masked_crc32c(data: bytes) -> int:
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def iter_tfrecords(stream: BinaryIO, verify_crc: bool = True, source: str = "<stream>") -> Iterator[bytes]:
+    offset = 0
+    while True:
+        header = stream.read(12)
+        if not header:
+            return
+        if len(header) < 12:
+            raise TFRecordError(f"{source}: truncated record header at byte {offset}")
+        (length,) = struct.unpack("<Q", header[:8])
+        (length_crc,) = struct.unpack("<I", header[8:])
+        if verify_crc and masked_crc32c(header[:8]) != length_crc:
+            raise TFRecordError(f"{source}: bad length CRC at byte {offset}")
+        data = stream.read(length)
+        footer = stream.read(4)
+        if len(data) < length or len(footer) < 4:
+            raise TFRecordError(f"{source}: truncated record at byte {offset}")
+        if verify_crc and masked_crc32c(data) != struct.unpack("<I", footer)[0]:
+            raise TFRecordError(f"{source}: bad data CRC at byte {offset}")
+        offset += 16 + length
+        yield data
+
+
+def read_tfrecord_file(path: str, verify_crc: bool = True) -> Iterator[bytes]:
+    """Records of a local or remote (fsspec) TFRecord file; ``.gz`` files are gunzipped."""
+    import fsspec
+
+    with fsspec.open(path, "rb") as raw:
+        stream = gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
+        yield from iter_tfrecords(stream, verify_crc, source=path)

@@ -1,0 +1,169 @@
+"""Where an OWLv2 checkpoint comes from: a Hugging Face id, a local folder, or a remote folder
+(gs://, s3://, ... anything fsspec opens), loaded with transformers' ``from_pretrained``.
+
+A checkpoint that cannot be loaded raises ``CheckpointError`` with one line that says which and why;
+VESL never substitutes another model. Remote folders are copied once into a local cache.
+
+    python -m vesl.models.checkpoint check SPEC     # exit 0 when SPEC can be loaded (downloads it)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from vesl.models.tiny import RANDOM_WEIGHTS_FLAG
+
+REQUIRED_FILES = ("config.json",)
+CACHE_ENV = "VESL_CACHE"
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    model: object  # transformers Owlv2ForObjectDetection
+    tokenizer: object
+    spec: str
+    weights: str  # "pretrained" | "random weights"
+
+
+def is_remote(spec: str) -> bool:
+    return "://" in spec and not spec.startswith("file://")
+
+
+def looks_local(spec: str) -> bool:
+    """Paths start with /, . or ~ or exist; anything else without a scheme is a Hugging Face id."""
+    return spec.startswith(("/", ".", "~")) or Path(spec).exists()
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "vesl")) / "checkpoints"
+
+
+def localize(spec: str) -> str:
+    """A local folder, an HF id (returned as is), or a remote folder copied into the cache."""
+    if spec.startswith("file://"):
+        spec = spec[len("file://") :]
+    if not is_remote(spec):
+        return spec
+    import fsspec
+
+    target = cache_dir() / hashlib.sha256(spec.encode()).hexdigest()[:16]
+    done = target / ".vesl-complete"
+    if done.exists():
+        return str(target)
+    fs, root = fsspec.core.url_to_fs(spec)
+    if not fs.exists(f"{root.rstrip('/')}/config.json"):
+        raise CheckpointError(f"cannot load OWLv2 checkpoint {spec!r}: no config.json there")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent))
+    fs.get(root.rstrip("/") + "/", str(staging), recursive=True)
+    staging.rename(target) if not target.exists() else None
+    done.touch()
+    return str(target)
+
+
+def describe_weights(config) -> str:
+    return "random weights" if getattr(config, RANDOM_WEIGHTS_FLAG, False) else "pretrained"
+
+
+def load_checkpoint(spec: str, device: str = "cpu", dtype: str = "float32") -> LoadedCheckpoint:
+    import torch
+    from transformers import AutoTokenizer, Owlv2ForObjectDetection
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        path = localize(spec)
+        if not is_remote(spec) and looks_local(path) and not Path(path).expanduser().is_dir():
+            raise CheckpointError(f"cannot load OWLv2 checkpoint {spec!r}: no such folder")
+        model = Owlv2ForObjectDetection.from_pretrained(path, dtype=getattr(torch, dtype))
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot load OWLv2 checkpoint {spec!r}: {type(exc).__name__}: {reason}") from exc
+    if model.config.model_type != "owlv2":
+        raise CheckpointError(f"cannot load OWLv2 checkpoint {spec!r}: model_type is {model.config.model_type!r}")
+    model.to(device).eval()
+    return LoadedCheckpoint(model, tokenizer, spec, describe_weights(model.config))
+
+
+def preflight(spec: str) -> str:
+    """Cheap driver-side check before a pipeline is built: the checkpoint's config can be read.
+    Returns the weights description ("pretrained" / "random weights")."""
+    try:
+        if is_remote(spec):
+            import fsspec
+
+            fs, root = fsspec.core.url_to_fs(spec)
+            with fs.open(f"{root.rstrip('/')}/config.json") as f:
+                config = json.load(f)
+            return "random weights" if config.get(RANDOM_WEIGHTS_FLAG) else "pretrained"
+        from transformers import AutoConfig
+
+        local = spec[len("file://") :] if spec.startswith("file://") else spec
+        if looks_local(local) and not Path(local).expanduser().is_dir():
+            raise CheckpointError(f"cannot load OWLv2 checkpoint {spec!r}: no such folder")
+        config = AutoConfig.from_pretrained(local)
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot load OWLv2 checkpoint {spec!r}: {type(exc).__name__}: {reason}") from exc
+    if config.model_type != "owlv2":
+        raise CheckpointError(f"cannot load OWLv2 checkpoint {spec!r}: model_type is {config.model_type!r}, not owlv2")
+    return describe_weights(config)
+
+
+def hub_reachable(host: str = "huggingface.co", timeout_s: float = 5.0) -> bool:
+    import socket
+
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] != "check":
+        print("usage: python -m vesl.models.checkpoint check SPEC", file=sys.stderr)
+        return 2
+    spec = args[1]
+    hub_id = not is_remote(spec) and not looks_local(spec)
+    if hub_id and not os.environ.get("HF_HUB_OFFLINE") and not hub_reachable():
+        # Fail in seconds rather than after the hub client's retries; a cached copy still works.
+        # (huggingface_hub reads HF_HUB_OFFLINE when first imported, which has not happened yet.)
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        try:
+            loaded = load_checkpoint(spec)
+        except CheckpointError:
+            print(
+                f"cannot load OWLv2 checkpoint {spec!r}: huggingface.co is not reachable and it is not cached",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"{spec}: loadable from the local cache ({loaded.weights})")
+        return 0
+    try:
+        loaded = load_checkpoint(spec)
+    except CheckpointError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"{spec}: loadable ({loaded.weights})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""The OWLv2 detector core: prepared images + per-image phrase lists -> candidate boxes.
+
+It runs transformers' ``Owlv2ForObjectDetection`` module by module, as its ``forward`` does, with
+three changes that make batches correct and cheaper:
+- every image's query list is padded to a bucket size (``query_buckets``) so a batch has one shape,
+  and padded queries are masked in the class head, so they can never win a box (the model's own mask,
+  ``input_ids[..., 0] > 0``, is always true: NOTES.md section 3);
+- each distinct phrase of a batch is embedded once;
+- post-processing happens on the device: per box the best real query, its score and the box's
+  objectness; only boxes above ``min_score``, best ``max_candidates`` first, leave the device.
+Boxes come back in the stored convention (``vesl.vision.geometry``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from vesl.models.clip_tokenizer import CLIP_MAX_LENGTH
+from vesl.records import Detections
+from vesl.vision.geometry import detector_to_stored
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+PAD_VALUE = 0.5  # OWLv2 pads with grey, after rescaling to [0, 1]
+
+
+class DeviceUnavailable(RuntimeError):
+    pass
+
+
+def resolve_device(requested: str) -> str:
+    """ "auto" -> cuda when present, else cpu. Asking for cuda without a GPU fails loudly: a GPU run
+    must never go on silently on the CPU."""
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceUnavailable(f"device {requested!r} was asked for but torch sees no CUDA GPU")
+    return requested
+
+
+def query_bucket(n_queries: int, buckets: Sequence[int]) -> int:
+    """The smallest bucket that holds ``n_queries`` (or ``n_queries`` itself beyond the largest)."""
+    for bucket in buckets:
+        if bucket >= n_queries:
+            return bucket
+    return n_queries
+
+
+class Owlv2Detector:
+    def __init__(self, model, tokenizer, device: str, image_size: int, dtype: str = "float32"):
+        import torch
+
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = torch.device(device)
+        self.dtype = getattr(torch, dtype)
+        self.image_size = image_size
+        vision = model.config.vision_config
+        # At another size than the checkpoint's, the position embeddings are interpolated.
+        self.interpolate_pos_encoding = image_size != vision.image_size
+        if image_size % vision.patch_size:
+            raise ValueError(f"image_size {image_size} is not a multiple of the patch size {vision.patch_size}")
+        self.text_length = min(CLIP_MAX_LENGTH, model.config.text_config.max_position_embeddings)
+        self._mean = torch.tensor(CLIP_MEAN, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(CLIP_STD, device=self.device).view(1, 3, 1, 1)
+
+    # -- inputs -----------------------------------------------------------------------------
+    def pixel_values(self, pixels: Sequence[np.ndarray], content_sizes: Sequence[tuple[int, int]]):
+        """uint8 ``size x size x 3`` letterboxed images -> normalized NCHW tensor, padding = 0.5."""
+        import torch
+
+        size = self.image_size
+        batch = torch.from_numpy(np.stack(pixels)).to(self.device, non_blocking=True)
+        x = batch.permute(0, 3, 1, 2).float().div_(255.0)
+        sizes = torch.tensor(content_sizes, device=self.device)
+        cols = torch.arange(size, device=self.device).view(1, 1, 1, size)
+        rows = torch.arange(size, device=self.device).view(1, 1, size, 1)
+        outside = (cols >= sizes[:, 0].view(-1, 1, 1, 1)) | (rows >= sizes[:, 1].view(-1, 1, 1, 1))
+        x = torch.where(outside, torch.full_like(x, PAD_VALUE), x)
+        return ((x - self._mean) / self._std).to(self.dtype)
+
+    def text_embeddings(self, phrases: Sequence[str]):
+        """Normalized query embeddings of distinct phrases, as Owlv2Model.forward returns them."""
+        tokens = self.tokenizer(
+            list(phrases), padding="max_length", max_length=self.text_length, truncation=True, return_tensors="pt"
+        )
+        features = self.model.owlv2.get_text_features(
+            input_ids=tokens["input_ids"].to(self.device), attention_mask=tokens["attention_mask"].to(self.device)
+        ).pooler_output
+        return features / features.norm(p=2, dim=-1, keepdim=True)
+
+    # -- forward + post-processing ----------------------------------------------------------
+    def query_inputs(self, queries: Sequence[Sequence[str]], query_buckets: Sequence[int] = ()):
+        """Per-image phrase lists -> (distinct phrases, [B, Q] index into them, [B, Q] mask of real
+        queries), Q being the bucket that holds the longest list."""
+        width = query_bucket(max(len(q) for q in queries), query_buckets)
+        distinct: dict[str, int] = {}
+        index = np.zeros((len(queries), width), np.int64)
+        mask = np.zeros((len(queries), width), bool)
+        for i, phrase_list in enumerate(queries):
+            for j, phrase in enumerate(phrase_list):
+                index[i, j] = distinct.setdefault(phrase, len(distinct))
+                mask[i, j] = True
+        return list(distinct), index, mask
+
+    def forward(self, pixel_values, phrases: Sequence[str], index: np.ndarray, mask: np.ndarray):
+        """The model's heads on a batch: logits [B, P, Q] (float32, padded queries at the dtype's
+        minimum), boxes [B, P, 4] (cxcywh on the padded square) and objectness [B, P] (probability)."""
+        import torch
+
+        text = self.text_embeddings(phrases)
+        query_embeds = text[torch.from_numpy(index).to(self.device)]
+        query_mask = torch.from_numpy(mask).to(self.device)
+        feature_map, _ = self.model.image_embedder(
+            pixel_values=pixel_values, interpolate_pos_encoding=self.interpolate_pos_encoding
+        )
+        b, h, w, d = feature_map.shape
+        image_feats = feature_map.reshape(b, h * w, d)
+        logits, _ = self.model.class_predictor(image_feats, query_embeds.to(image_feats.dtype), query_mask)
+        boxes = self.model.box_predictor(image_feats, feature_map, self.interpolate_pos_encoding).float()
+        objectness = torch.sigmoid(self.model.objectness_predictor(image_feats).float())
+        return logits.float(), boxes, objectness
+
+    def detect(
+        self,
+        pixels: Sequence[np.ndarray],
+        content_sizes: Sequence[tuple[int, int]],
+        queries: Sequence[Sequence[str]],
+        min_score: float,
+        max_candidates: int,
+        query_buckets: Sequence[int] = (),
+    ) -> list[Detections]:
+        import torch
+
+        if not pixels:
+            return []
+        if any(len(q) == 0 for q in queries):
+            raise ValueError("every image needs at least one query (route query-less images around the detector)")
+        phrases, index, mask = self.query_inputs(queries, query_buckets)
+        with torch.inference_mode():
+            logits, boxes, objectness = self.forward(self.pixel_values(pixels, content_sizes), phrases, index, mask)
+            best_score, best_query = torch.sigmoid(logits).max(dim=-1)  # masked queries score 0
+            k = min(max_candidates, best_score.shape[1])
+            top_score, top_idx = best_score.topk(k, dim=1)  # sorted, best first
+            top_query = best_query.gather(1, top_idx)
+            top_obj = objectness.gather(1, top_idx)
+            top_boxes = boxes.gather(1, top_idx.unsqueeze(-1).expand(-1, -1, 4))
+            scores, labels, obj, box = (t.cpu().numpy() for t in (top_score, top_query, top_obj, top_boxes))
+        results = []
+        for i, (cw, ch) in enumerate(content_sizes):
+            keep = scores[i] > min_score
+            stored = detector_to_stored(box[i][keep], (cw / self.image_size, ch / self.image_size))
+            results.append(
+                Detections(
+                    stored,
+                    scores[i][keep].astype(np.float32),
+                    obj[i][keep].astype(np.float32),
+                    labels[i][keep].astype(np.int32),
+                )
+            )
+        return results

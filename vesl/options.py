@@ -1,0 +1,100 @@
+"""VeslOptions: VESL's command-line options as Beam PipelineOptions, and their mapping to VeslConfig.
+
+Every option defaults to "not given" (None), so the preset decides; runner options (--runner,
+--project, --temp_location, ...) pass through to Beam.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from vesl.config import DEFAULT_PRESET, OFF, PHRASE_MODES, VeslConfig, build_config
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def _optional_float(text: str) -> float | str:
+    return OFF if text.strip().lower() in ("off", "none") else float(text)
+
+
+def _optional_int(text: str) -> int | str:
+    return OFF if text.strip().lower() in ("off", "none") else int(text)
+
+
+# (flag, section, field, type, help)
+_FIELDS: list[tuple[str, str, str, Any, str]] = [
+    ("max_caption_chars", "read", "max_caption_chars", int, "reject captions longer than this"),
+    ("image_column", "read", "image_column", str, "parquet input: column with image bytes (default: auto)"),
+    ("caption_column", "read", "caption_column", str, "parquet input: caption column (default: caption)"),
+    ("phrase_mode", "phrases", "mode", str, f"phrase parser: {' | '.join(PHRASE_MODES)}"),
+    ("max_phrases", "phrases", "max_phrases", int, "at most this many queries per image (CLOC: 20)"),
+    ("dedupe_phrases", "phrases", "dedupe", _bool, "de-duplicate phrases (default: off for nltk, on otherwise)"),
+    ("spacy_model", "phrases", "spacy_model", str, "spaCy pipeline name (default auto)"),
+    ("checkpoint", "detect", "checkpoint", str, "OWLv2 checkpoint: HF id, local folder or gs:// folder"),
+    ("image_size", "detect", "image_size", int, "detector input size in pixels (CLOC: 448)"),
+    ("device", "detect", "device", str, "auto | cpu | cuda | cuda:N (cuda without a GPU fails)"),
+    ("dtype", "detect", "dtype", str, "float32 | bfloat16 | float16"),
+    ("batch_size", "detect", "batch_size", int, "images per detector batch"),
+    ("query_buckets", "detect", "query_buckets", _ints, "comma-separated query-count buckets"),
+    ("max_candidates", "detect", "max_candidates", int, "candidate boxes per image before filtering"),
+    ("max_image_pixels", "detect", "max_image_pixels", int, "reject images with more pixels"),
+    ("share_model_across_processes", "detect", "share_model_across_processes", _bool, "one model per machine"),
+    ("score_threshold", "filter", "score_threshold", float, "keep boxes with score > this (CLOC: 0.1)"),
+    ("min_box_side_px", "filter", "min_box_side_px", float, "drop boxes with a side under this many pixels"),
+    ("nms_iou", "filter", "nms_iou", _optional_float, "class-agnostic NMS IoU threshold, or off"),
+    ("max_regions_per_image", "filter", "max_regions_per_image", _optional_int, "cap per image, or off"),
+    ("keep_image_min_score", "filter", "keep_image_min_score", _optional_float, "OWL-ST image rule, or off"),
+    ("drop_images_without_regions", "filter", "drop_images_without_regions", _bool, "GRIT image rule"),
+    ("write_parquet", "write", "parquet", _bool, "write Parquet shards (default true)"),
+    ("write_tfrecord", "write", "tfrecord", _bool, "write TFRecord shards (default true)"),
+    ("parquet_compression", "write", "parquet_compression", str, "zstd | snappy | gzip | none"),
+    ("tfrecord_compression", "write", "tfrecord_compression", str, "none | gzip"),
+    ("num_shards", "write", "num_shards", int, "output shards per format (0: runner decides)"),
+    ("write_image_bytes", "write", "write_image_bytes", _bool, "embed encoded images in the outputs"),
+]
+
+
+class VeslOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--input",
+            action="append",
+            default=None,
+            help="input shard pattern(s): .tar (webdataset), .parquet (img2dataset), .jsonl (manifest); "
+            "local or gs://; repeat or comma-separate",
+        )
+        parser.add_argument("--output", default=None, help="output folder (local or gs://)")
+        parser.add_argument("--preset", default=None, help=f"cloc (default) | owlst | grit; default {DEFAULT_PRESET}")
+        parser.add_argument(
+            "--overwrite",
+            type=_bool,
+            nargs="?",
+            const=True,
+            default=False,
+            help="replace VESL outputs already in --output",
+        )
+        for flag, _, _, kind, help_text in _FIELDS:
+            parser.add_argument(f"--{flag}", type=kind, default=None, help=help_text)
+
+
+def config_from_options(options: VeslOptions) -> VeslConfig:
+    values = options.get_all_options()
+    overrides: dict[str, dict[str, Any]] = {}
+    for flag, section, field, _, _ in _FIELDS:
+        if values.get(flag) is not None:
+            overrides.setdefault(section, {})[field] = values[flag]
+    return build_config(options.preset or DEFAULT_PRESET, overrides)

@@ -1,0 +1,168 @@
+"""Types that cross stage boundaries.
+
+Every element that travels between two Beam stages is one of these frozen dataclasses; the output
+layouts in ``vesl.schema`` are derived from them. Boxes follow the one stored convention
+(``vesl.schema.BOX_CONVENTION``): normalized ``(xmin, ymin, xmax, ymax)`` on the original image as
+displayed, i.e. after EXIF orientation is applied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+Box = tuple[float, float, float, float]
+
+
+class Stage:
+    """Where a record can be rejected (``Reject.stage``)."""
+
+    READ = "read"
+    DEDUP = "dedup"
+    PHRASES = "phrases"
+    DECODE = "decode"
+    DETECT = "detect"
+    FILTER = "filter"
+
+
+class Reason:
+    """Why a record was rejected (``Reject.reason``). Stable strings: summaries and dashboards key on them."""
+
+    # read
+    UNREADABLE_SHARD = "unreadable_shard"
+    TRUNCATED_SHARD = "truncated_shard"
+    MISSING_IMAGE = "missing_image"
+    IMAGE_NOT_FOUND = "image_not_found"
+    MISSING_CAPTION = "missing_caption"
+    EMPTY_CAPTION = "empty_caption"
+    CAPTION_NOT_UTF8 = "caption_not_utf8"
+    CAPTION_TOO_LONG = "caption_too_long"
+    MISSING_KEY = "missing_key"
+    BAD_MANIFEST_LINE = "bad_manifest_line"
+    # dedup
+    DUPLICATE_KEY = "duplicate_key"
+    # phrases
+    PARSER_ERROR = "parser_error"
+    # decode
+    EMPTY_IMAGE = "empty_image"
+    NOT_AN_IMAGE = "not_an_image"
+    CORRUPT_IMAGE = "corrupt_image"
+    TOO_MANY_PIXELS = "too_many_pixels"
+    # detect
+    INFERENCE_ERROR = "inference_error"
+    # filter
+    NO_CONFIDENT_BOX = "no_confident_box"
+    NO_REGIONS = "no_regions"
+
+
+@dataclass(frozen=True)
+class Phrase:
+    """A detector query taken from the caption.
+
+    ``text`` is the string given to the detector; ``caption[char_start:char_end]`` is the span of the
+    caption it came from (for the NLTK parser ``text`` is CLOC's space-joined lower-cased tokens, so
+    the two can differ in case and spacing).
+    """
+
+    text: str
+    char_start: int
+    char_end: int
+    parser: str  # "nltk" | "spacy"
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image-caption pair as read from a shard; later stages fill phrases and size."""
+
+    key: str
+    shard: str
+    index: int  # position of the record in its shard (0-based), for error messages and ordering
+    caption: str
+    image_bytes: bytes
+    url: str | None = None
+    phrases: tuple[Phrase, ...] = ()
+    width: int | None = None  # as displayed (after EXIF transpose); set by decode
+    height: int | None = None
+    image_format: str | None = None  # PIL format name, e.g. "JPEG"; set by decode
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A record that will not be written, with the stage and reason; written to rejects/."""
+
+    key: str
+    shard: str
+    index: int
+    stage: str
+    reason: str
+    detail: str = ""
+
+    @classmethod
+    def of(cls, record: ImageRecord, stage: str, reason: str, detail: str = "") -> Reject:
+        return cls(record.key, record.shard, record.index, stage, reason, detail)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "shard": self.shard,
+            "index": self.index,
+            "stage": self.stage,
+            "reason": self.reason,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class DetectorInput:
+    """A decoded image ready for the detector: ``pixels`` is ``size x size x 3`` uint8, the image
+    resized into the top-left ``content_width x content_height`` corner (the rest is padding)."""
+
+    record: ImageRecord
+    pixels: np.ndarray
+    content_width: int
+    content_height: int
+
+
+@dataclass(frozen=True, eq=False)
+class Detections:
+    """Candidate boxes of one image, best first. ``boxes`` is ``(n, 4)`` float32 in the stored
+    convention; ``query_index`` points into the image's ``phrases``."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    objectness: np.ndarray
+    query_index: np.ndarray
+
+    @classmethod
+    def empty(cls) -> Detections:
+        return cls(
+            np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32)
+        )
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+
+@dataclass(frozen=True)
+class Region:
+    """One region-text pair of the output."""
+
+    phrase: str
+    char_start: int
+    char_end: int
+    parser: str
+    query_index: int
+    box: Box
+    score: float
+    objectness: float
+
+
+@dataclass(frozen=True)
+class LabeledImage:
+    """An image with its kept regions (best first), ready to write."""
+
+    record: ImageRecord
+    regions: tuple[Region, ...]
+    region_drops: tuple[tuple[str, int], ...] = field(default=())  # (reason, count) of filtered candidates

@@ -1,0 +1,274 @@
+"""The output layouts, owned here and nowhere else: the Parquet (Arrow) schema, the TFRecord
+(tf.train.Example) feature keys, the box convention and the schema version.
+
+Writers, readers and training readers convert with the functions below; none restates a column
+name or key.
+
+Box convention (both layouts): ``(xmin, ymin, xmax, ymax)`` normalized by the width and height of
+the ORIGINAL image as displayed, i.e. after its EXIF orientation is applied; origin at the top-left
+corner, x to the right, y down, values in [0, 1]; pixel edges, so ``xmin * width`` is the left edge
+in pixels. This is GRIT's convention. Conversions to other conventions (detector input, training
+crops) happen only at the edges (``vesl.vision.geometry``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from vesl import __version__
+from vesl.records import ImageRecord, LabeledImage, Phrase, Region
+
+SCHEMA_VERSION = "1.0.0"
+BOX_CONVENTION = "xyxy, normalized to the original image as displayed (EXIF orientation applied), origin top-left"
+METADATA_SCHEMA_VERSION = b"vesl.schema_version"
+METADATA_CONFIG = b"vesl.config"
+METADATA_BOX_CONVENTION = b"vesl.box_convention"
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What produced a row; the same for every row of a run."""
+
+    vesl_version: str
+    schema_version: str
+    preset: str
+    detector: str  # checkpoint id/path and input size, e.g. "google/owlv2-large-patch14-finetuned@448"
+    weights: str  # "pretrained" | "random weights"
+    config_digest: str  # VeslConfig.digest(); the full config is in the file metadata / summary.json
+
+    @classmethod
+    def for_run(cls, preset: str, checkpoint: str, image_size: int, weights: str, config_digest: str) -> Provenance:
+        return cls(__version__, SCHEMA_VERSION, preset, f"{checkpoint}@{image_size}", weights, config_digest)
+
+
+# -- Parquet ------------------------------------------------------------------------------------
+PHRASE_TYPE = pa.struct(
+    [
+        pa.field("text", pa.string()),
+        pa.field("char_start", pa.int32()),
+        pa.field("char_end", pa.int32()),
+        pa.field("parser", pa.string()),
+    ]
+)
+REGION_TYPE = pa.struct(
+    [
+        pa.field("phrase", pa.string()),
+        pa.field("char_start", pa.int32()),
+        pa.field("char_end", pa.int32()),
+        pa.field("box", pa.list_(pa.float32(), 4)),  # xmin, ymin, xmax, ymax (BOX_CONVENTION)
+        pa.field("score", pa.float32()),
+        pa.field("objectness", pa.float32()),
+        pa.field("query_index", pa.int32()),
+        pa.field("parser", pa.string()),
+    ]
+)
+PROVENANCE_TYPE = pa.struct([pa.field(name, pa.string()) for name in Provenance.__dataclass_fields__])
+PARQUET_FIELDS = [
+    pa.field("key", pa.string(), nullable=False),
+    pa.field("source_shard", pa.string()),
+    pa.field("source_index", pa.int64()),
+    pa.field("url", pa.string()),
+    pa.field("caption", pa.string()),
+    pa.field("width", pa.int32()),
+    pa.field("height", pa.int32()),
+    pa.field("phrases", pa.list_(PHRASE_TYPE)),
+    pa.field("regions", pa.list_(REGION_TYPE)),
+    pa.field("image_format", pa.string()),
+    pa.field("image", pa.binary()),  # the original encoded bytes, when the run writes them
+    pa.field("provenance", PROVENANCE_TYPE),
+]
+
+
+def parquet_schema(config_json: str | None = None) -> pa.Schema:
+    """The Arrow schema of the region Parquet files, with the version (and config) as metadata."""
+    metadata = {METADATA_SCHEMA_VERSION: SCHEMA_VERSION.encode(), METADATA_BOX_CONVENTION: BOX_CONVENTION.encode()}
+    if config_json is not None:
+        metadata[METADATA_CONFIG] = config_json.encode()
+    return pa.schema(PARQUET_FIELDS, metadata=metadata)
+
+
+def to_parquet_row(labeled: LabeledImage, provenance: Provenance, include_image: bool) -> dict[str, Any]:
+    record = labeled.record
+    return {
+        "key": record.key,
+        "source_shard": record.shard,
+        "source_index": record.index,
+        "url": record.url,
+        "caption": record.caption,
+        "width": record.width,
+        "height": record.height,
+        "phrases": [asdict(p) for p in record.phrases],
+        "regions": [
+            {
+                "phrase": r.phrase,
+                "char_start": r.char_start,
+                "char_end": r.char_end,
+                "box": list(r.box),
+                "score": r.score,
+                "objectness": r.objectness,
+                "query_index": r.query_index,
+                "parser": r.parser,
+            }
+            for r in labeled.regions
+        ],
+        "image_format": record.image_format,
+        "image": record.image_bytes if include_image else None,
+        "provenance": asdict(provenance),
+    }
+
+
+def from_parquet_row(row: dict[str, Any]) -> tuple[LabeledImage, Provenance]:
+    record = ImageRecord(
+        key=row["key"],
+        shard=row["source_shard"],
+        index=row["source_index"],
+        caption=row["caption"],
+        image_bytes=row.get("image") or b"",
+        url=row.get("url"),
+        phrases=tuple(Phrase(**p) for p in row["phrases"]),
+        width=row["width"],
+        height=row["height"],
+        image_format=row.get("image_format"),
+    )
+    regions = tuple(
+        Region(
+            phrase=r["phrase"],
+            char_start=r["char_start"],
+            char_end=r["char_end"],
+            parser=r["parser"],
+            query_index=r["query_index"],
+            box=tuple(r["box"]),  # type: ignore[arg-type]
+            score=r["score"],
+            objectness=r["objectness"],
+        )
+        for r in row["regions"]
+    )
+    return LabeledImage(record, regions), Provenance(**row["provenance"])
+
+
+# -- TFRecord (tf.train.Example, TF Object Detection API style keys) ------------------------------
+class TFKeys:
+    KEY = "image/key"
+    SOURCE_ID = "image/source_id"  # = key (the OD API's id field)
+    WIDTH = "image/width"
+    HEIGHT = "image/height"
+    CAPTION = "image/caption"
+    URL = "image/url"
+    ENCODED = "image/encoded"  # only when image bytes are written
+    FORMAT = "image/format"
+    BBOX_XMIN = "image/object/bbox/xmin"
+    BBOX_YMIN = "image/object/bbox/ymin"
+    BBOX_XMAX = "image/object/bbox/xmax"
+    BBOX_YMAX = "image/object/bbox/ymax"
+    OBJECT_TEXT = "image/object/text"
+    OBJECT_SCORE = "image/object/score"
+    OBJECT_OBJECTNESS = "image/object/objectness"
+    OBJECT_CHAR_START = "image/object/char_start"
+    OBJECT_CHAR_END = "image/object/char_end"
+    OBJECT_QUERY_INDEX = "image/object/query_index"
+    OBJECT_PARSER = "image/object/parser"
+    PHRASE_TEXT = "image/phrase/text"
+    PHRASE_CHAR_START = "image/phrase/char_start"
+    PHRASE_CHAR_END = "image/phrase/char_end"
+    PHRASE_PARSER = "image/phrase/parser"
+    SOURCE_SHARD = "vesl/source_shard"
+    SOURCE_INDEX = "vesl/source_index"
+    PROVENANCE_PREFIX = "vesl/provenance/"  # + each Provenance field, e.g. vesl/provenance/schema_version
+
+
+def _b(values) -> tuple[str, list[bytes]]:
+    return "bytes", [v.encode("utf-8") if isinstance(v, str) else v for v in values]
+
+
+def to_tf_features(
+    labeled: LabeledImage, provenance: Provenance, include_image: bool
+) -> dict[str, tuple[str, list[Any]]]:
+    record, regions, k = labeled.record, labeled.regions, TFKeys
+    features: dict[str, tuple[str, list[Any]]] = {
+        k.KEY: _b([record.key]),
+        k.SOURCE_ID: _b([record.key]),
+        k.WIDTH: ("int64", [record.width or 0]),
+        k.HEIGHT: ("int64", [record.height or 0]),
+        k.CAPTION: _b([record.caption]),
+        k.URL: _b([record.url or ""]),
+        k.FORMAT: _b([(record.image_format or "").lower()]),
+        k.BBOX_XMIN: ("float", [r.box[0] for r in regions]),
+        k.BBOX_YMIN: ("float", [r.box[1] for r in regions]),
+        k.BBOX_XMAX: ("float", [r.box[2] for r in regions]),
+        k.BBOX_YMAX: ("float", [r.box[3] for r in regions]),
+        k.OBJECT_TEXT: _b([r.phrase for r in regions]),
+        k.OBJECT_SCORE: ("float", [r.score for r in regions]),
+        k.OBJECT_OBJECTNESS: ("float", [r.objectness for r in regions]),
+        k.OBJECT_CHAR_START: ("int64", [r.char_start for r in regions]),
+        k.OBJECT_CHAR_END: ("int64", [r.char_end for r in regions]),
+        k.OBJECT_QUERY_INDEX: ("int64", [r.query_index for r in regions]),
+        k.OBJECT_PARSER: _b([r.parser for r in regions]),
+        k.PHRASE_TEXT: _b([p.text for p in record.phrases]),
+        k.PHRASE_CHAR_START: ("int64", [p.char_start for p in record.phrases]),
+        k.PHRASE_CHAR_END: ("int64", [p.char_end for p in record.phrases]),
+        k.PHRASE_PARSER: _b([p.parser for p in record.phrases]),
+        k.SOURCE_SHARD: _b([record.shard]),
+        k.SOURCE_INDEX: ("int64", [record.index]),
+    }
+    for name, value in asdict(provenance).items():
+        features[k.PROVENANCE_PREFIX + name] = _b([value])
+    if include_image:
+        features[k.ENCODED] = _b([record.image_bytes])
+    return features
+
+
+def from_tf_features(features: dict[str, tuple[str, list[Any]]]) -> tuple[LabeledImage, Provenance]:
+    k = TFKeys
+
+    def values(key: str) -> list[Any]:
+        return features[key][1] if key in features else []
+
+    def text(key: str) -> list[str]:
+        return [v.decode("utf-8") for v in values(key)]
+
+    def one(key: str, default: Any = None) -> Any:
+        v = values(key)
+        return v[0] if v else default
+
+    phrases = tuple(
+        Phrase(t, s, e, p)
+        for t, s, e, p in zip(
+            text(k.PHRASE_TEXT), values(k.PHRASE_CHAR_START), values(k.PHRASE_CHAR_END), text(k.PHRASE_PARSER)
+        )
+    )
+    fmt = one(k.FORMAT, b"").decode()
+    record = ImageRecord(
+        key=one(k.KEY).decode(),
+        shard=one(k.SOURCE_SHARD, b"").decode(),
+        index=one(k.SOURCE_INDEX, -1),
+        caption=one(k.CAPTION, b"").decode(),
+        image_bytes=one(k.ENCODED, b""),
+        url=one(k.URL, b"").decode() or None,
+        phrases=phrases,
+        width=one(k.WIDTH),
+        height=one(k.HEIGHT),
+        image_format=fmt.upper() or None,
+    )
+    regions = tuple(
+        Region(phrase, cs, ce, parser, q, (x0, y0, x1, y1), score, obj)
+        for phrase, cs, ce, parser, q, x0, y0, x1, y1, score, obj in zip(
+            text(k.OBJECT_TEXT),
+            values(k.OBJECT_CHAR_START),
+            values(k.OBJECT_CHAR_END),
+            text(k.OBJECT_PARSER),
+            values(k.OBJECT_QUERY_INDEX),
+            values(k.BBOX_XMIN),
+            values(k.BBOX_YMIN),
+            values(k.BBOX_XMAX),
+            values(k.BBOX_YMAX),
+            values(k.OBJECT_SCORE),
+            values(k.OBJECT_OBJECTNESS),
+        )
+    )
+    provenance = Provenance(
+        **{name: one(k.PROVENANCE_PREFIX + name, b"").decode() for name in Provenance.__dataclass_fields__}
+    )
+    return LabeledImage(record, regions), provenance

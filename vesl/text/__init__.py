@@ -1,0 +1,1 @@
+"""Caption -> noun phrases (detector queries). No Beam import here."""

@@ -1,0 +1,132 @@
+"""CLOC's noun-phrase listing (Appendix C, Listing 1) with character spans.
+
+The listing: lower-case the caption; ``nltk.word_tokenize``; drop OWL-ST's generic web words;
+``nltk.pos_tag``; ``RegexpParser("NP: {<DT>?<JJ.*>*<NN.*>+}")``; join each NP's words with spaces;
+skip chunks made only of stopwords; keep the first 20. No de-duplication.
+
+Two documented differences, both forced by working offline and both visible only on unusual text:
+- ``word_tokenize`` splits sentences with NLTK's punkt model, which is not part of the data VESL
+  needs; VESL splits sentences at whitespace after ``.``, ``!`` or ``?`` and tokenizes each with
+  ``word_tokenize(..., preserve_line=True)`` (the same Treebank tokenizer).
+- spans: each token is located in the caption, so ``caption[char_start:char_end]`` is the phrase as
+  written; the phrase ``text`` stays the listing's space-joined lower-case words.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+
+import nltk
+
+from vesl.records import Phrase
+from vesl.text.wordlists import generic_words, stopwords_en
+
+NP_GRAMMAR = "NP: {<DT>?<JJ.*>*<NN.*>+}"
+PARSER_NAME = "nltk"
+# The Treebank tokenizer rewrites double quotes as `` and ''.
+_QUOTE_FORMS = {"``": ('"', "``", "''"), "''": ('"', "''", "``")}
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
+REQUIRED_NLTK_DATA = ("taggers/averaged_perceptron_tagger_eng/",)
+
+
+class NltkDataMissing(RuntimeError):
+    pass
+
+
+def check_nltk_data() -> None:
+    """Fail with one clear line when the tagger data cannot be found on NLTK's data path."""
+    for resource in REQUIRED_NLTK_DATA:
+        try:
+            nltk.data.find(resource)
+        except LookupError:
+            raise NltkDataMissing(
+                f"NLTK data {resource!r} not found (searched {nltk.data.path}); run "
+                "`python -m nltk.downloader averaged_perceptron_tagger_eng` or set NLTK_DATA "
+                "to a folder that holds it"
+            ) from None
+
+
+@cache
+def _chunker() -> nltk.RegexpParser:
+    return nltk.RegexpParser(NP_GRAMMAR)
+
+
+def lower_with_offsets(text: str) -> tuple[str, list[int] | None]:
+    """``text.lower()`` and, when lower-casing changed the length (e.g. 'İ'), the original index of
+    every lower-cased character; None when indexes are unchanged."""
+    lowered = text.lower()
+    if len(lowered) == len(text):
+        return lowered, None
+    offsets: list[int] = []
+    for i, ch in enumerate(text):
+        offsets.extend([i] * len(ch.lower()))
+    return lowered, offsets
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    spans, start = [], 0
+    for m in _SENTENCE_BREAK.finditer(text):
+        spans.append((start, m.start()))
+        start = m.end()
+    spans.append((start, len(text)))
+    return [(s, e) for s, e in spans if e > s]
+
+
+def tokenize_with_spans(text: str) -> tuple[list[str], list[tuple[int, int] | None]]:
+    """Treebank tokens of ``text`` with their (start, end) in ``text`` (None if not locatable)."""
+    tokens: list[str] = []
+    spans: list[tuple[int, int] | None] = []
+    for s_start, s_end in sentence_spans(text):
+        sentence = text[s_start:s_end]
+        cursor = 0
+        for token in nltk.word_tokenize(sentence, preserve_line=True):
+            best = None
+            for form in _QUOTE_FORMS.get(token, (token,)):
+                i = sentence.find(form, cursor)
+                if i >= 0 and (best is None or i < best[0]):
+                    best = (i, i + len(form))
+            tokens.append(token)
+            if best is None:
+                spans.append(None)
+            else:
+                spans.append((s_start + best[0], s_start + best[1]))
+                cursor = best[1]
+    return tokens, spans
+
+
+def cloc_noun_phrases(caption: str, max_phrases: int = 20) -> list[Phrase]:
+    """CLOC's ``find_noun_phrases(caption)``, returning spans too. Order and duplicates as the listing."""
+    lowered, offsets = lower_with_offsets(caption)
+    tokens, spans = tokenize_with_spans(lowered)
+    generic = generic_words()
+    kept = [(tok, span) for tok, span in zip(tokens, spans) if tok not in generic]
+    if not kept:
+        return []
+    tagged = nltk.pos_tag([tok for tok, _ in kept])
+    tree = _chunker().parse(tagged)
+    stop = stopwords_en()
+    phrases: list[Phrase] = []
+    position = 0
+    for node in tree:
+        if not isinstance(node, nltk.Tree):
+            position += 1
+            continue
+        leaves = node.leaves()
+        first, last = position, position + len(leaves) - 1
+        position += len(leaves)
+        words = [word for word, _ in leaves]
+        if node.label() != "NP" or set(words) <= stop:
+            continue
+        start_span = next((kept[i][1] for i in range(first, last + 1) if kept[i][1] is not None), None)
+        end_span = next((kept[i][1] for i in range(last, first - 1, -1) if kept[i][1] is not None), None)
+        if start_span is None or end_span is None:
+            char_start = char_end = -1  # no token could be located: the phrase keeps no span
+        elif offsets is None:
+            char_start, char_end = start_span[0], end_span[1]
+        else:
+            char_start, char_end = offsets[start_span[0]], offsets[end_span[1] - 1] + 1
+        phrases.append(Phrase(" ".join(words), char_start, char_end, PARSER_NAME))
+        if len(phrases) == max_phrases:
+            break
+    return phrases

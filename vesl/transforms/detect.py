@@ -1,0 +1,126 @@
+"""DetectRegions: records with phrases -> (record, Detections), through Beam's RunInference.
+
+- DecodeImagesFn (CPU, parallel): bytes -> validated RGB as displayed -> letterboxed uint8 input;
+  bad images are rejected here, so a model batch never fails because of one image.
+- Images with no phrase skip the model (they are written with zero regions).
+- RunInference with ``Owlv2ModelHandler`` (ours): batches of ``DetectorInput``; one model per worker
+  process, or one per machine with ``share_model_across_processes`` (GPU workers). A batch whose
+  inference raises is rejected record by record (``inference_error``), so counts still balance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
+
+from vesl.config import DetectConfig
+from vesl.models.checkpoint import load_checkpoint
+from vesl.models.owlv2 import Owlv2Detector, resolve_device
+from vesl.records import Detections, DetectorInput, ImageRecord, Reason, Reject, Stage
+from vesl.transforms import METRICS_NAMESPACE, RECORDS, REJECTS
+from vesl.vision.decode import ImageDecodeError, decode_image
+from vesl.vision.geometry import letterbox
+
+
+def prepare_image(record: ImageRecord, config: DetectConfig, keep_image_bytes: bool) -> DetectorInput:
+    """Decode, validate and letterbox one record (raises ImageDecodeError)."""
+    decoded = decode_image(record.image_bytes, config.max_image_pixels, config.alpha_background)
+    pixels, cw, ch = letterbox(decoded.image, config.image_size)
+    sized = dataclasses.replace(
+        record,
+        width=decoded.image.width,
+        height=decoded.image.height,
+        image_format=decoded.format,
+        image_bytes=record.image_bytes if keep_image_bytes else b"",
+    )
+    return DetectorInput(sized, pixels, cw, ch)
+
+
+class DecodeImagesFn(beam.DoFn):
+    def __init__(self, config: DetectConfig, keep_image_bytes: bool):
+        self.config = config
+        self.keep_image_bytes = keep_image_bytes
+        self.rejected = Metrics.counter(METRICS_NAMESPACE, "images_rejected_at_decode")
+
+    def process(self, record: ImageRecord):
+        try:
+            yield prepare_image(record, self.config, self.keep_image_bytes)
+        except ImageDecodeError as exc:
+            self.rejected.inc()
+            yield beam.pvalue.TaggedOutput(REJECTS, Reject.of(record, Stage.DECODE, exc.reason, exc.detail))
+
+
+class Owlv2ModelHandler(ModelHandler[DetectorInput, Detections, Owlv2Detector]):
+    """Our RunInference handler: loads the checkpoint with from_pretrained on the worker and runs
+    ``Owlv2Detector.detect`` on each batch."""
+
+    def __init__(self, config: DetectConfig, min_score: float):
+        super().__init__(
+            min_batch_size=1,
+            max_batch_size=config.batch_size,
+            large_model=config.share_model_across_processes,
+        )
+        self.config = config
+        self.min_score = min_score
+
+    def load_model(self) -> Owlv2Detector:
+        cfg = self.config
+        device = resolve_device(cfg.device)
+        loaded = load_checkpoint(cfg.checkpoint, device=device, dtype=cfg.dtype)
+        return Owlv2Detector(loaded.model, loaded.tokenizer, device, cfg.image_size, cfg.dtype)
+
+    def run_inference(
+        self, batch: Sequence[DetectorInput], model: Owlv2Detector, inference_args: dict[str, Any] | None = None
+    ) -> Iterable[PredictionResult]:
+        detections = model.detect(
+            [item.pixels for item in batch],
+            [(item.content_width, item.content_height) for item in batch],
+            [[p.text for p in item.record.phrases] for item in batch],
+            min_score=self.min_score,
+            max_candidates=self.config.max_candidates,
+            query_buckets=self.config.query_buckets,
+        )
+        return [PredictionResult(item, det) for item, det in zip(batch, detections, strict=True)]
+
+    def get_num_bytes(self, batch: Sequence[DetectorInput]) -> int:
+        return sum(item.pixels.nbytes for item in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return "vesl_owlv2"
+
+
+def _reject_failed_batch(failed) -> Iterable[Reject]:
+    batch, exc = failed
+    detail = f"{type(exc).__name__}: {exc}"[:500]
+    for item in batch:
+        yield Reject.of(item.record, Stage.DETECT, Reason.INFERENCE_ERROR, detail)
+
+
+class DetectRegions(beam.PTransform):
+    def __init__(self, config: DetectConfig, min_score: float, keep_image_bytes: bool):
+        super().__init__()
+        self.config = config
+        self.min_score = min_score
+        self.keep_image_bytes = keep_image_bytes
+
+    def expand(self, records):
+        decoded = records | "DecodeImages" >> beam.ParDo(
+            DecodeImagesFn(self.config, self.keep_image_bytes)
+        ).with_outputs(REJECTS, main=RECORDS)
+        with_queries, without_queries = decoded[RECORDS] | "SplitByQueries" >> beam.Partition(
+            lambda item, _: 0 if item.record.phrases else 1, 2
+        )
+        handler = Owlv2ModelHandler(self.config, self.min_score)
+        inferred, failed = with_queries | "OWLv2" >> RunInference(handler).with_exception_handling()
+        detected = inferred | "Unwrap" >> beam.Map(lambda r: (r.example.record, r.inference))
+        skipped = without_queries | "NoQueries" >> beam.Map(lambda item: (item.record, Detections.empty()))
+        failed_rejects = failed.failed_inferences | "RejectFailedBatches" >> beam.FlatMap(_reject_failed_batch)
+        return {
+            RECORDS: (detected, skipped) | "MergeDetections" >> beam.Flatten(),
+            REJECTS: (decoded[REJECTS], failed_rejects) | "MergeRejects" >> beam.Flatten(),
+        }

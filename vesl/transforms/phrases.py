@@ -1,0 +1,64 @@
+"""ExtractPhrases: records -> records with ``phrases`` (batched, so spaCy can pipe)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from vesl.config import PhraseConfig
+from vesl.records import Reason, Reject, Stage
+from vesl.text.phrases import PhraseExtractor
+from vesl.transforms import METRICS_NAMESPACE, RECORDS, REJECTS
+
+
+class ExtractPhrasesFn(beam.DoFn):
+    def __init__(self, config: PhraseConfig):
+        self.config = config
+        self.extractor: PhraseExtractor | None = None
+        self.phrases = Metrics.counter(METRICS_NAMESPACE, "phrases")
+        self.no_phrase = Metrics.counter(METRICS_NAMESPACE, "captions_without_phrases")
+
+    def setup(self):
+        self.extractor = PhraseExtractor(self.config).setup()
+
+    def process(self, batch):
+        try:
+            phrase_lists = self.extractor.extract_many([r.caption for r in batch])
+        except Exception:
+            # One caption broke the batch: parse one at a time so only that record is rejected.
+            yield from self._one_by_one(batch)
+            return
+        for record, phrases in zip(batch, phrase_lists, strict=True):
+            yield self._with_phrases(record, phrases)
+
+    def _one_by_one(self, batch):
+        for record in batch:
+            try:
+                phrases = self.extractor.extract(record.caption)
+            except Exception as exc:
+                detail = f"{type(exc).__name__}: {exc}"
+                yield beam.pvalue.TaggedOutput(REJECTS, Reject.of(record, Stage.PHRASES, Reason.PARSER_ERROR, detail))
+                continue
+            yield self._with_phrases(record, phrases)
+
+    def _with_phrases(self, record, phrases):
+        self.phrases.inc(len(phrases))
+        if not phrases:
+            self.no_phrase.inc()
+        return dataclasses.replace(record, phrases=tuple(phrases))
+
+
+class ExtractPhrases(beam.PTransform):
+    def __init__(self, config: PhraseConfig, max_batch_size: int = 256):
+        super().__init__()
+        self.config = config
+        self.max_batch_size = max_batch_size
+
+    def expand(self, records):
+        return (
+            records
+            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.max_batch_size)
+            | "Parse" >> beam.ParDo(ExtractPhrasesFn(self.config)).with_outputs(REJECTS, main=RECORDS)
+        )

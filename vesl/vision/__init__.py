@@ -1,0 +1,1 @@
+"""Image decoding, detector-input geometry and box math. No Beam import here."""
