@@ -1,6 +1,6 @@
 """VESL's command line: run the pipeline on any Beam runner.
 
-    python -m pipelines.vesl --input 'gs://bucket/shards/*.tar' --output gs://bucket/out \
+    python -m pipelines.vesl --input 'gs://bucket/shards/*.tar' --output gs://bucket/out
         [--preset cloc|owlst|grit] [VESL options] [Beam options, e.g. --runner DataflowRunner ...]
 
 Without --runner, Beam's FnApiRunner (the DirectRunner's engine) runs it locally; Beam 2.77's
@@ -102,10 +102,27 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def print_help() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.vesl",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Any Beam pipeline option (--runner, --project, --region, --temp_location, ...) is passed to Beam.",
+    )
+    VeslOptions._add_argparse_args(parser)
+    parser.print_help()
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in args or "--help" in args:
+        print_help()
+        return 0
     try:
-        summary = run(argv)
+        summary = run(args)
     except (UsageError, CheckpointError, ValueError) as exc:
         print(f"vesl: error: {exc}", file=sys.stderr)
         return 2

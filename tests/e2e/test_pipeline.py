@@ -97,20 +97,32 @@ def run_output(tmp_path_factory, tiny_checkpoint, photo_samples):
     counts = build_inputs(root / "input", photo_samples)
     out = root / "out"
     argv = [
-        "--input", str(root / "input" / "*"),
-        "--output", str(out),
-        "--checkpoint", tiny_checkpoint,
-        "--image_size", "64",
-        "--batch_size", "4",
-        "--query_buckets", "2,4,8,20",
-        "--max_candidates", "5",
+        "--input",
+        str(root / "input" / "*"),
+        "--output",
+        str(out),
+        "--checkpoint",
+        tiny_checkpoint,
+        "--image_size",
+        "64",
+        "--batch_size",
+        "4",
+        "--query_buckets",
+        "2,4,8,20",
+        "--max_candidates",
+        "5",
         # Random weights score arbitrarily: keep every candidate above 0 (at most 5 per image).
-        "--score_threshold", "0",
-        "--write_image_bytes", "true",
+        "--score_threshold",
+        "0",
+        "--write_image_bytes",
+        "true",
         # Beam's DirectRunner with two worker processes, as users run it locally.
-        "--runner", "DirectRunner",
-        "--direct_num_workers", "2",
-        "--direct_running_mode", "multi_processing",
+        "--runner",
+        "DirectRunner",
+        "--direct_num_workers",
+        "2",
+        "--direct_running_mode",
+        "multi_processing",
     ]
     summary = run(argv)
     return summary, out, counts, photo_samples
@@ -125,7 +137,7 @@ def rejects(out: Path) -> list[dict]:
 
 
 def test_every_record_is_written_or_rejected_exactly_once(run_output):
-    summary, out, counts, photos = run_output
+    summary, out, counts, _photos = run_output
     rows, rej = parquet_rows(out), rejects(out)
     c = summary["counts"]
     assert c["balanced"] and c["read"] == sum(counts.values()) == c["written"] + c["rejected"]
@@ -173,8 +185,11 @@ def test_regions_reference_phrases_and_boxes_follow_the_convention(run_output):
         assert len(labeled.regions) <= (5 if labeled.record.phrases else 0) and len(labeled.record.phrases) <= 20
         for region in labeled.regions:
             phrase = labeled.record.phrases[region.query_index]
-            assert (region.phrase, region.char_start, region.char_end) == (phrase.text, phrase.char_start,
-                                                                          phrase.char_end)
+            assert (region.phrase, region.char_start, region.char_end) == (
+                phrase.text,
+                phrase.char_start,
+                phrase.char_end,
+            )
             x0, y0, x1, y1 = region.box
             assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1 and region.score > 0.0
         assert labeled.record.image_bytes  # --write_image_bytes
@@ -195,8 +210,11 @@ def test_parquet_is_self_describing_and_opens_in_duckdb(run_output):
 
 def test_tfrecords_pass_crc_and_match_parquet(run_output):
     _, out, _, _ = run_output
-    examples = [decode_example(r) for f in sorted(glob.glob(str(out / "tfrecord" / "*.tfrecord"))) for r in
-                read_tfrecord_file(f, verify_crc=True)]
+    examples = [
+        decode_example(r)
+        for f in sorted(glob.glob(str(out / "tfrecord" / "*.tfrecord")))
+        for r in read_tfrecord_file(f, verify_crc=True)
+    ]
     by_key = {from_tf_features(e)[0].record.key: e for e in examples}
     rows = {r["key"]: r for r in parquet_rows(out)}
     assert by_key.keys() == rows.keys()

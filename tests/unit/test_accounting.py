@@ -19,6 +19,9 @@ def test_tally_balances_and_merges():
     assert merged.read == 4 and merged.written == 1 and merged.rejected == 2 and not merged.balanced
     merged.add(written_event(LabeledImage(record, ())))
     out = merged.to_dict()
-    assert out["balanced"] and out["rejected_by_stage"] == {"decode": {"corrupt_image": 1}, "read": {"empty_caption": 1}}
+    assert out["balanced"] and out["rejected_by_stage"] == {
+        "decode": {"corrupt_image": 1},
+        "read": {"empty_caption": 1},
+    }
     assert out["written_without_regions"] == 2 and out["candidates_dropped_by_reason"] == {"below_threshold": 4}
     assert out["regions_per_image_histogram"] == {"0": 2} and out["phrases_per_image"] == 1.0

@@ -19,15 +19,23 @@ def test_presets_exist_and_differ():
 
 
 def test_overrides_and_off():
-    cfg = build_config("grit", {"filter": {"nms_iou": OFF, "score_threshold": 0.3}, "detect": {"query_buckets": [2, 4]}})
+    cfg = build_config(
+        "grit", {"filter": {"nms_iou": OFF, "score_threshold": 0.3}, "detect": {"query_buckets": [2, 4]}}
+    )
     assert cfg.filter.nms_iou is None and cfg.filter.score_threshold == 0.3 and cfg.detect.query_buckets == (2, 4)
     assert build_config("grit", {"filter": {"nms_iou": None}}).filter.nms_iou == 0.5  # None = not given
 
 
 @pytest.mark.parametrize(
     "overrides",
-    [{"phrases": {"mode": "bogus"}}, {"filter": {"score_threshold": 1.5}}, {"detect": {"query_buckets": [8, 4]}},
-     {"write": {"parquet": False, "tfrecord": False}}, {"filter": {"no_such_field": 1}}, {"nosection": {}}],
+    [
+        {"phrases": {"mode": "bogus"}},
+        {"filter": {"score_threshold": 1.5}},
+        {"detect": {"query_buckets": [8, 4]}},
+        {"write": {"parquet": False, "tfrecord": False}},
+        {"filter": {"no_such_field": 1}},
+        {"nosection": {}},
+    ],
 )
 def test_invalid_configs_are_refused(overrides):
     with pytest.raises(ValueError):
@@ -40,8 +48,22 @@ def test_unknown_preset():
 
 
 def test_command_line_options_map_to_config():
-    options = VeslOptions(["--preset", "grit", "--nms_iou", "off", "--max_phrases", "5", "--write_image_bytes", "true",
-                           "--query_buckets", "2,5", "--runner", "FnApiRunner"])
+    options = VeslOptions(
+        [
+            "--preset",
+            "grit",
+            "--nms_iou",
+            "off",
+            "--max_phrases",
+            "5",
+            "--write_image_bytes",
+            "true",
+            "--query_buckets",
+            "2,5",
+            "--runner",
+            "FnApiRunner",
+        ]
+    )
     cfg = config_from_options(options)
     assert cfg.preset == "grit" and cfg.filter.nms_iou is None and cfg.phrases.max_phrases == 5
     assert cfg.write.write_image_bytes is True and cfg.detect.query_buckets == (2, 5)

@@ -18,8 +18,14 @@ def pixel(data: bytes, xy=(0, 0)):
 
 @pytest.mark.parametrize(
     ("data", "mode"),
-    [(images.cmyk_jpeg(), "CMYK"), (images.grayscale_png(), "L"), (images.palette_png(), "P"),
-     (images.rgba_png(), "RGBA"), (images.gray16_png(), "I;16"), (images.animated_gif(), "P")],
+    [
+        (images.cmyk_jpeg(), "CMYK"),
+        (images.grayscale_png(), "L"),
+        (images.palette_png(), "P"),
+        (images.rgba_png(), "RGBA"),
+        (images.gray16_png(), "I;16"),
+        (images.animated_gif(), "P"),
+    ],
 )
 def test_modes_become_rgb(data, mode):
     decoded = decode_image(data, LIMIT)
@@ -45,7 +51,7 @@ def test_alpha_is_composited_on_the_background():
 
 
 def test_animated_gif_uses_the_first_frame():
-    r, g, b = pixel(images.animated_gif())
+    r, _g, b = pixel(images.animated_gif())
     assert r > 200 and b < 60
 
 

@@ -45,10 +45,15 @@ def test_forward_equals_transformers_forward(detector):
     phrases, index, mask = detector.query_inputs(queries)
     with torch.inference_mode():
         logits, boxes, objectness = detector.forward(x, phrases, index, mask)
-        tokens = detector.tokenizer([q for qs in queries for q in qs], padding="max_length", max_length=16,
-                                    return_tensors="pt")
-        ref = detector.model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"], pixel_values=x,
-                             interpolate_pos_encoding=True)
+        tokens = detector.tokenizer(
+            [q for qs in queries for q in qs], padding="max_length", max_length=16, return_tensors="pt"
+        )
+        ref = detector.model(
+            input_ids=tokens["input_ids"],
+            attention_mask=tokens["attention_mask"],
+            pixel_values=x,
+            interpolate_pos_encoding=True,
+        )
     torch.testing.assert_close(logits, ref.logits.float(), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(boxes, ref.pred_boxes.float(), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(objectness, torch.sigmoid(ref.objectness_logits), rtol=1e-5, atol=1e-5)
@@ -104,8 +109,13 @@ def test_injected_detector_boxes_land_on_the_original_pixels(detector, monkeypat
         return injected.expand(image_feats.shape[0], image_feats.shape[1], 4).clone()
 
     monkeypatch.setattr(detector.model, "box_predictor", box_predictor)
-    det = detector.detect([prepared.pixels], [(prepared.content_width, prepared.content_height)],
-                          [["a red box"]], min_score=0.0, max_candidates=3)[0]
+    det = detector.detect(
+        [prepared.pixels],
+        [(prepared.content_width, prepared.content_height)],
+        [["a red box"]],
+        min_score=0.0,
+        max_candidates=3,
+    )[0]
     labeled = filter_detections(prepared.record, det, FilterConfig(score_threshold=0.0))
     assert labeled.regions
     box_px = np.array(labeled.regions[0].box) * [width, height, width, height]

@@ -8,19 +8,31 @@ from vesl.config import FilterConfig
 from vesl.filtering.rules import filter_detections, image_reject_reason
 from vesl.records import Detections, ImageRecord, Phrase, Reason
 
-RECORD = ImageRecord("k", "s", 0, "a cat and a dog", b"", None,
-                     (Phrase("a cat", 0, 5, "nltk"), Phrase("a dog", 10, 15, "nltk")), 200, 100)
+RECORD = ImageRecord(
+    "k",
+    "s",
+    0,
+    "a cat and a dog",
+    b"",
+    None,
+    (Phrase("a cat", 0, 5, "nltk"), Phrase("a dog", 10, 15, "nltk")),
+    200,
+    100,
+)
 
 
 def detections(boxes, scores, labels=None):
     n = len(scores)
-    return Detections(np.array(boxes, np.float32).reshape(-1, 4), np.array(scores, np.float32),
-                      np.linspace(0.1, 0.9, n).astype(np.float32),
-                      np.array(labels if labels is not None else [0] * n, np.int32))
+    return Detections(
+        np.array(boxes, np.float32).reshape(-1, 4),
+        np.array(scores, np.float32),
+        np.linspace(0.1, 0.9, n).astype(np.float32),
+        np.array(labels if labels is not None else [0] * n, np.int32),
+    )
 
 
 def test_threshold_is_strict_and_regions_are_best_first():
-    det = detections([[0, 0, .5, .5], [.1, .1, .6, .6], [.2, .2, .3, .3]], [0.1, 0.8, 0.3], [0, 1, 0])
+    det = detections([[0, 0, 0.5, 0.5], [0.1, 0.1, 0.6, 0.6], [0.2, 0.2, 0.3, 0.3]], [0.1, 0.8, 0.3], [0, 1, 0])
     out = filter_detections(RECORD, det, FilterConfig(score_threshold=0.1))
     assert [r.score for r in out.regions] == [np.float32(0.8), np.float32(0.3)]
     assert out.regions[0].phrase == "a dog" and out.regions[0].char_start == 10 and out.regions[0].query_index == 1
@@ -29,7 +41,14 @@ def test_threshold_is_strict_and_regions_are_best_first():
 
 def test_degenerate_small_nms_and_cap():
     det = detections(
-        [[0, 0, .5, .5], [0, 0, .49, .5], [.6, .6, .6, .9], [.7, .7, .71, .9], [.5, .5, 1, 1], [.1, .6, .3, .9]],
+        [
+            [0, 0, 0.5, 0.5],
+            [0, 0, 0.49, 0.5],
+            [0.6, 0.6, 0.6, 0.9],
+            [0.7, 0.7, 0.71, 0.9],
+            [0.5, 0.5, 1, 1],
+            [0.1, 0.6, 0.3, 0.9],
+        ],
         [0.9, 0.8, 0.7, 0.6, 0.5, 0.4],
     )
     cfg = FilterConfig(score_threshold=0.1, min_box_side_px=3, nms_iou=0.5, max_regions_per_image=2)
@@ -40,7 +59,7 @@ def test_degenerate_small_nms_and_cap():
 
 
 def test_image_rules():
-    det = detections([[0, 0, .5, .5]], [0.25])
+    det = detections([[0, 0, 0.5, 0.5]], [0.25])
     labeled = filter_detections(RECORD, det, FilterConfig())
     assert image_reject_reason(labeled, FilterConfig()) is None
     assert image_reject_reason(labeled, FilterConfig(keep_image_min_score=0.3))[0] == Reason.NO_CONFIDENT_BOX

@@ -33,8 +33,12 @@ def test_content_size_keeps_aspect_and_fills_the_long_side(w, h, size):
 
 @settings(max_examples=200, deadline=None)
 @given(
-    st.floats(0, 0.9), st.floats(0, 0.9), st.floats(0.01, 0.1), st.floats(0.01, 0.1),
-    st.floats(0.05, 1.0), st.floats(0.05, 1.0),
+    st.floats(0, 0.9),
+    st.floats(0, 0.9),
+    st.floats(0.01, 0.1),
+    st.floats(0.01, 0.1),
+    st.floats(0.05, 1.0),
+    st.floats(0.05, 1.0),
 )
 def test_stored_detector_round_trip(x0, y0, dw, dh, fx, fy):
     box = np.array([[x0, y0, min(1.0, x0 + dw), min(1.0, y0 + dh)]])
@@ -64,8 +68,16 @@ def test_letterbox_puts_the_image_top_left_and_rectangles_land_on_their_pixels()
     red = (pixels[..., 0] > 200) & (pixels[..., 1] < 60)
     ys, xs = np.nonzero(red)
     # The red area seen by the detector, as a normalized cxcywh box of the square input...
-    det = np.array([[(xs.min() + xs.max() + 1) / 2 / size, (ys.min() + ys.max() + 1) / 2 / size,
-                     (xs.max() + 1 - xs.min()) / size, (ys.max() + 1 - ys.min()) / size]])
+    det = np.array(
+        [
+            [
+                (xs.min() + xs.max() + 1) / 2 / size,
+                (ys.min() + ys.max() + 1) / 2 / size,
+                (xs.max() + 1 - xs.min()) / size,
+                (ys.max() + 1 - ys.min()) / size,
+            ]
+        ]
+    )
     # ... converted back lands on the rectangle's pixels in the original (within resampling blur).
     px = stored_to_pixels(detector_to_stored(det, (cw / size, ch / size)), width, height)[0]
     np.testing.assert_allclose(px, rect, atol=width / size * 1.5)

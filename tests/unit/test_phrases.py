@@ -7,10 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vesl.config import PhraseConfig
+from vesl.records import Phrase
 from vesl.text.nltk_phrases import cloc_noun_phrases, tokenize_with_spans
 from vesl.text.phrases import PhraseExtractor, merge_phrases, normalize_phrase
 from vesl.text.wordlists import generic_words, stopwords_en
-from vesl.records import Phrase
 
 
 def texts(phrases):
@@ -65,8 +65,9 @@ def test_listing_spans_property(caption):
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.sampled_from(["a", "red", "dog", "the", "big", "car", "on", "grass", ".", ",", "'s", "\""]),
-                max_size=25))
+@given(
+    st.lists(st.sampled_from(["a", "red", "dog", "the", "big", "car", "on", "grass", ".", ",", "'s", '"']), max_size=25)
+)
 def test_tokens_are_located_in_order(words):
     text = " ".join(words)
     tokens, spans = tokenize_with_spans(text)

@@ -27,7 +27,9 @@ def test_webdataset_reads_groups_in_order(tmp_path, photo_samples):
     path = write_webdataset(str(tmp_path / "a.tar"), photo_samples)
     records, rejects = split(list(read_shard(path, CFG)))
     assert not rejects
-    assert [(r.key, r.index, r.caption) for r in records] == [(s.key, i, s.caption) for i, s in enumerate(photo_samples)]
+    assert [(r.key, r.index, r.caption) for r in records] == [
+        (s.key, i, s.caption) for i, s in enumerate(photo_samples)
+    ]
     assert records[0].image_bytes == photo_samples[0].image and records[0].shard == path
 
 
@@ -68,7 +70,7 @@ def test_truncated_tar_keeps_earlier_records_and_rejects_the_cut_one(tmp_path, p
     data = path.read_bytes()
     # Cut inside the last sample's image member.
     with tarfile.open(path) as tar:
-        last_image = [m for m in tar.getmembers() if m.name.startswith(photo_samples[-1].key)][0]
+        last_image = next(m for m in tar.getmembers() if m.name.startswith(photo_samples[-1].key))
     path.write_bytes(data[: last_image.offset_data + last_image.size // 2])
     records, rejects = split(list(read_shard(str(path), CFG)))
     assert [r.key for r in records] == [s.key for s in photo_samples[:-1]]

@@ -28,11 +28,20 @@ PROVENANCE = Provenance("0.1.0", SCHEMA_VERSION, "cloc", "tiny@64", "random weig
 
 def labeled_image(n_regions: int = 2) -> LabeledImage:
     phrases = (Phrase("a red car", 0, 9, "nltk"), Phrase("the Road", 13, 21, "spacy"))
-    record = ImageRecord("k1", "gs://b/s.tar", 7, "a red car on the Road", b"\x89PNGbytes", "https://u", phrases,
-                         640, 480, "PNG")
+    record = ImageRecord(
+        "k1", "gs://b/s.tar", 7, "a red car on the Road", b"\x89PNGbytes", "https://u", phrases, 640, 480, "PNG"
+    )
     regions = tuple(
-        Region(phrases[i % 2].text, phrases[i % 2].char_start, phrases[i % 2].char_end, phrases[i % 2].parser,
-               i % 2, (0.125, 0.25, 0.5, 0.75), 0.5, 0.25)
+        Region(
+            phrases[i % 2].text,
+            phrases[i % 2].char_start,
+            phrases[i % 2].char_end,
+            phrases[i % 2].parser,
+            i % 2,
+            (0.125, 0.25, 0.5, 0.75),
+            0.5,
+            0.25,
+        )
         for i in range(n_regions)
     )
     return LabeledImage(record, regions)
@@ -45,7 +54,9 @@ def test_parquet_row_round_trip(n_regions, include_image):
     table = pa.Table.from_pylist([to_parquet_row(item, PROVENANCE, include_image)], schema=parquet_schema("{}"))
     back, provenance = from_parquet_row(table.to_pylist()[0])
     assert provenance == PROVENANCE
-    expected_record = item.record if include_image else item.record.__class__(**{**item.record.__dict__, "image_bytes": b""})
+    expected_record = (
+        item.record if include_image else item.record.__class__(**{**item.record.__dict__, "image_bytes": b""})
+    )
     assert back.record == expected_record
     assert back.regions == item.regions  # float32-exact values chosen
     assert table.schema.metadata[METADATA_SCHEMA_VERSION] == SCHEMA_VERSION.encode()

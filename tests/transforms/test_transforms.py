@@ -1,0 +1,73 @@
+"""Stage transforms under Beam's TestPipeline (FnApiRunner)."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing import test_pipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from vesl.config import DetectConfig
+from vesl.records import ImageRecord, Phrase
+from vesl.transforms import RECORDS, REJECTS
+from vesl.transforms.dedup import DropDuplicateKeys
+from vesl.transforms.detect import DetectRegions, Owlv2ModelHandler
+
+
+def pipeline():
+    return test_pipeline.TestPipeline(runner="FnApiRunner")
+
+
+def record(key, shard, index, phrases=()):
+    return ImageRecord(key, shard, index, "a cat", b"", phrases=phrases)
+
+
+def test_drop_duplicate_keys_keeps_the_first_read():
+    records = [record("a", "s1", 5), record("a", "s0", 9), record("b", "s1", 0), record("a", "s0", 2)]
+    with pipeline() as p:
+        out = p | beam.Create(records) | DropDuplicateKeys()
+        assert_that(
+            out[RECORDS] | "kept" >> beam.Map(lambda r: (r.key, r.shard, r.index)),
+            equal_to([("a", "s0", 2), ("b", "s1", 0)]),
+            label="kept",
+        )
+        assert_that(
+            out[REJECTS] | "dups" >> beam.Map(lambda r: (r.key, r.shard, r.index, r.reason, r.detail)),
+            equal_to(
+                [
+                    ("a", "s0", 9, "duplicate_key", "key already read from s0 record 2"),
+                    ("a", "s1", 5, "duplicate_key", "key already read from s0 record 2"),
+                ]
+            ),
+            label="dups",
+        )
+
+
+def test_a_failing_model_batch_becomes_rejects_not_a_crash(tiny_checkpoint, photo_samples, monkeypatch):
+    def explode(self, batch, model, inference_args=None):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(Owlv2ModelHandler, "run_inference", explode)
+    phrases = (Phrase("a cat", 0, 5, "nltk"),)
+    records = [ImageRecord(s.key, "s", i, s.caption, s.image, phrases=phrases) for i, s in enumerate(photo_samples)]
+    records.append(ImageRecord("no_phrases", "s", 9, "it is", photo_samples[0].image))
+    config = DetectConfig(checkpoint=tiny_checkpoint, image_size=64, batch_size=2)
+    with pipeline() as p:
+        out = p | beam.Create(records) | DetectRegions(config, min_score=0.1, keep_image_bytes=False)
+        assert_that(
+            out[REJECTS] | "rej" >> beam.Map(lambda r: (r.key, r.stage, r.reason, "simulated" in r.detail)),
+            equal_to([(s.key, "detect", "inference_error", True) for s in photo_samples]),
+            label="rej",
+        )
+        assert_that(
+            out[RECORDS] | "ok" >> beam.Map(lambda pair: (pair[0].key, len(pair[1]))),
+            equal_to([("no_phrases", 0)]),
+            label="ok",
+        )
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_handler_batching_and_sharing_settings(share):
+    handler = Owlv2ModelHandler(DetectConfig(batch_size=16, share_model_across_processes=share), min_score=0.1)
+    assert handler.batch_elements_kwargs()["max_batch_size"] == 16
+    assert handler.share_model_across_processes() is share
