@@ -34,10 +34,10 @@ $(STAMP): pyproject.toml requirements/lock.txt requirements/dev.txt requirements
 setup: $(STAMP) nltk-data
 
 nltk-data: $(STAMP)
-	@$(PYTHON) -c "from vesl.text.nltk_phrases import check_nltk_data as c; c()" 2>/dev/null || { \
+	@$(PYTHON) -m vesl.text.nltk_phrases >/dev/null 2>&1 || { \
 	  echo "NLTK tagger data not found; downloading it into $(firstword $(subst :, ,$(NLTK_DATA)))"; \
-	  $(PYTHON) -m nltk.downloader -q -d "$(firstword $(subst :, ,$(NLTK_DATA)))" averaged_perceptron_tagger_eng; \
-	  $(PYTHON) -c "from vesl.text.nltk_phrases import check_nltk_data as c; c()"; }
+	  $(PYTHON) -W ignore -m nltk.downloader -q -d "$(firstword $(subst :, ,$(NLTK_DATA)))" averaged_perceptron_tagger_eng; \
+	  $(PYTHON) -m vesl.text.nltk_phrases; }
 
 sample: setup
 	rm -rf $(SAMPLE_DIR)

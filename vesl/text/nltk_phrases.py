@@ -130,3 +130,14 @@ def cloc_noun_phrases(caption: str, max_phrases: int = 20) -> list[Phrase]:
         if len(phrases) == max_phrases:
             break
     return phrases
+
+
+if __name__ == "__main__":  # `python -m vesl.text.nltk_phrases`: check the NLTK data, one line either way
+    import sys
+
+    try:
+        check_nltk_data()
+    except NltkDataMissing as exc:
+        print(f"vesl: {exc}", file=sys.stderr)
+        sys.exit(1)
+    print("vesl: NLTK data found")
