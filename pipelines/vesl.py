@@ -72,7 +72,10 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     vesl_options = options.view_as(VeslOptions)
     if not vesl_options.input or not vesl_options.output:
         raise UsageError("--input and --output are required")
-    config: VeslConfig = config_from_options(vesl_options)
+    try:
+        config: VeslConfig = config_from_options(vesl_options)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     shards = expand_inputs(vesl_options.input)
     weights = preflight(config.detect.checkpoint)
     provenance = Provenance.for_run(
@@ -123,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         summary = run(args)
-    except (UsageError, CheckpointError, ValueError) as exc:
+    except (UsageError, CheckpointError) as exc:
         print(f"vesl: error: {exc}", file=sys.stderr)
         return 2
     print(format_summary(summary))

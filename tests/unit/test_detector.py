@@ -150,3 +150,25 @@ def test_image_size_must_fit_the_patch_grid(tiny_checkpoint):
     native = Owlv2Detector(loaded.model, loaded.tokenizer, "cpu", image_size=TINY_IMAGE_SIZE)
     assert native.interpolate_pos_encoding is False
     assert dataclasses.is_dataclass(DetectConfig())
+
+
+def test_remote_checkpoints_are_copied_once_and_loaded(tiny_checkpoint, tmp_path, monkeypatch):
+    """A gs://-style folder (fsspec's memory filesystem stands in for GCS) loads through the cache."""
+    import fsspec
+
+    monkeypatch.setenv("VESL_CACHE", str(tmp_path / "cache"))
+    fs = fsspec.filesystem("memory")
+    fs.put(tiny_checkpoint.rstrip("/") + "/", "/remote-tiny/", recursive=True)
+    assert preflight("memory://remote-tiny") == "random weights"
+    loaded = load_checkpoint("memory://remote-tiny")
+    assert loaded.weights == "random weights" and loaded.tokenizer("a cat")["input_ids"][0] == 49406
+    assert len(list((tmp_path / "cache" / "checkpoints").iterdir())) == 1
+    with pytest.raises(CheckpointError, match=r"no config\.json"):
+        load_checkpoint("memory://nothing-here")
+
+
+def test_processor_loads_from_the_tiny_checkpoint(tiny_checkpoint):
+    from transformers import Owlv2Processor
+
+    processor = Owlv2Processor.from_pretrained(tiny_checkpoint)
+    assert processor.tokenizer("a photo of a cat")["input_ids"][:3] == [49406, 320, 1125]

@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,17 +64,50 @@ def localize(spec: str) -> str:
         return str(target)
     fs, root = fsspec.core.url_to_fs(spec)
     if not fs.exists(f"{root.rstrip('/')}/config.json"):
-        raise CheckpointError(f"cannot load OWLv2 checkpoint {spec!r}: no config.json there")
+        raise _error(spec, "no config.json there")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent))
     fs.get(root.rstrip("/") + "/", str(staging), recursive=True)
-    staging.rename(target) if not target.exists() else None
+    if target.exists():  # an earlier copy died before it was marked complete
+        shutil.rmtree(target)
+    staging.rename(target)  # atomic: a reader sees no folder or a whole one
     done.touch()
     return str(target)
 
 
 def describe_weights(config) -> str:
-    return "random weights" if getattr(config, RANDOM_WEIGHTS_FLAG, False) else "pretrained"
+    get = config.get if isinstance(config, dict) else lambda key, default=None: getattr(config, key, default)
+    return "random weights" if get(RANDOM_WEIGHTS_FLAG, False) else "pretrained"
+
+
+def _error(spec: str, why: str) -> CheckpointError:
+    return CheckpointError(f"cannot load OWLv2 checkpoint {spec!r}: {why}")
+
+
+@contextmanager
+def _one_line_errors(spec: str):
+    """Whatever goes wrong while loading becomes one CheckpointError line naming the checkpoint."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        text = str(exc).strip()
+        raise _error(spec, f"{type(exc).__name__}: {text.splitlines()[0] if text else 'no message'}") from exc
+
+
+def _check_model_type(spec: str, model_type: str | None) -> None:
+    if model_type != "owlv2":
+        raise _error(spec, f"model_type is {model_type!r}, not 'owlv2'")
+
+
+def _existing_local(spec: str, path: str) -> str:
+    if not looks_local(path):
+        return path  # a Hugging Face id
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise _error(spec, "no such folder")
+    return str(folder)
 
 
 def load_checkpoint(spec: str, device: str = "cpu", dtype: str = "float32") -> LoadedCheckpoint:
@@ -81,47 +116,32 @@ def load_checkpoint(spec: str, device: str = "cpu", dtype: str = "float32") -> L
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    try:
-        path = localize(spec)
-        if not is_remote(spec) and looks_local(path) and not Path(path).expanduser().is_dir():
-            raise CheckpointError(f"cannot load OWLv2 checkpoint {spec!r}: no such folder")
+    with _one_line_errors(spec):
+        path = localize(spec) if is_remote(spec) else _existing_local(spec, localize(spec))
         model = Owlv2ForObjectDetection.from_pretrained(path, dtype=getattr(torch, dtype))
         tokenizer = AutoTokenizer.from_pretrained(path)
-    except CheckpointError:
-        raise
-    except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot load OWLv2 checkpoint {spec!r}: {type(exc).__name__}: {reason}") from exc
-    if model.config.model_type != "owlv2":
-        raise CheckpointError(f"cannot load OWLv2 checkpoint {spec!r}: model_type is {model.config.model_type!r}")
+    _check_model_type(spec, model.config.model_type)
     model.to(device).eval()
     return LoadedCheckpoint(model, tokenizer, spec, describe_weights(model.config))
 
 
 def preflight(spec: str) -> str:
-    """Cheap driver-side check before a pipeline is built: the checkpoint's config can be read.
-    Returns the weights description ("pretrained" / "random weights")."""
-    try:
+    """Cheap driver-side check before a pipeline is built: the checkpoint's config can be read and
+    is an OWLv2 one. Returns the weights description ("pretrained" / "random weights")."""
+    with _one_line_errors(spec):
         if is_remote(spec):
             import fsspec
 
             fs, root = fsspec.core.url_to_fs(spec)
             with fs.open(f"{root.rstrip('/')}/config.json") as f:
                 config = json.load(f)
-            return "random weights" if config.get(RANDOM_WEIGHTS_FLAG) else "pretrained"
-        from transformers import AutoConfig
+            model_type = config.get("model_type")
+        else:
+            from transformers import AutoConfig
 
-        local = spec[len("file://") :] if spec.startswith("file://") else spec
-        if looks_local(local) and not Path(local).expanduser().is_dir():
-            raise CheckpointError(f"cannot load OWLv2 checkpoint {spec!r}: no such folder")
-        config = AutoConfig.from_pretrained(local)
-    except CheckpointError:
-        raise
-    except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot load OWLv2 checkpoint {spec!r}: {type(exc).__name__}: {reason}") from exc
-    if config.model_type != "owlv2":
-        raise CheckpointError(f"cannot load OWLv2 checkpoint {spec!r}: model_type is {config.model_type!r}, not owlv2")
+            config = AutoConfig.from_pretrained(_existing_local(spec, localize(spec)))
+            model_type = config.model_type
+    _check_model_type(spec, model_type)
     return describe_weights(config)
 
 
