@@ -1,9 +1,14 @@
-"""Phrase-stage throughput: captions per second on one process, per mode. Prints one JSON line per mode.
+"""Phrase-stage throughput: captions per second per core, per mode. Prints one JSON line per run.
 
-    python -m bench.phrases [--captions FILE] [--limit N] [--modes nltk,spacy,both]
+    python -m bench.phrases [--captions FILE] [--limit N] [--modes cloc,spacy,ngrams,both]
+                            [--long] [--processes 1,2]
 
 FILE: COCO-style captions JSON ({"annotations": [{"caption": ...}]}) or one caption per line;
 without it, the bundled sample captions are repeated (a smoke run, not a measurement to quote).
+--long joins the captions of one image four at a time (~40 words, CLOC's re-caption length).
+The cache of repeated captions is off (cache_size 0), so repeats are parsed again: the figures are
+parsing speed, not cache hits. With several processes each parses its own slice; captions/s per core
+is the total divided by the processes.
 """
 
 from __future__ import annotations
@@ -20,14 +25,33 @@ from vesl.config import PhraseConfig
 from vesl.text.phrases import PhraseExtractor
 
 
-def load_captions(path: str | None, limit: int) -> tuple[list[str], str]:
+def _run(mode: str, captions: list[str]) -> tuple[float, int]:
+    extractor = PhraseExtractor(PhraseConfig(mode=mode, cache_size=0)).setup()
+    extractor.extract_many(captions[:50])  # warm-up: lazy loads
+    start = time.perf_counter()
+    phrases = extractor.extract_many(captions)
+    return time.perf_counter() - start, sum(map(len, phrases))
+
+
+def _run_star(args):
+    return _run(*args)
+
+
+def load_captions(path: str | None, limit: int, long: bool = False) -> tuple[list[str], str]:
     if path is None:
         manifest = Path(__file__).resolve().parent.parent / "sample" / "photos" / "manifest.jsonl"
         captions = [json.loads(line)["captions"][0] for line in manifest.read_text().splitlines()]
         return (captions * (limit // len(captions) + 1))[:limit], "bundled sample captions (repeated)"
     text = Path(path).read_text()
     if path.endswith(".json"):
-        captions = [a["caption"] for a in json.loads(text)["annotations"]]
+        annotations = json.loads(text)["annotations"]
+        if long:
+            by_image: dict[int, list[str]] = {}
+            for a in annotations:
+                by_image.setdefault(a["image_id"], []).append(a["caption"].strip())
+            captions = [" ".join(c[:4]) for c in by_image.values() if len(c) >= 4]
+            return captions[:limit], f"{path} (4 captions of an image joined)"
+        captions = [a["caption"] for a in annotations]
     else:
         captions = [line for line in text.splitlines() if line.strip()]
     return captions[:limit], path
@@ -37,31 +61,42 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--captions")
     parser.add_argument("--limit", type=int, default=2000)
-    parser.add_argument("--modes", default="nltk,spacy,both")
+    parser.add_argument("--modes", default="cloc,spacy,ngrams,both")
+    parser.add_argument("--long", action="store_true")
+    parser.add_argument("--processes", default="1", help="comma-separated process counts")
     args = parser.parse_args(argv)
-    captions, source = load_captions(args.captions, args.limit)
-    for mode in args.modes.split(","):
-        extractor = PhraseExtractor(PhraseConfig(mode=mode)).setup()
-        extractor.extract_many(captions[:50])  # warm-up: lazy loads, caches
-        start = time.perf_counter()
-        phrases = extractor.extract_many(captions)
-        seconds = time.perf_counter() - start
-        print(
-            json.dumps(
-                {
-                    "bench": "phrases",
-                    "date": date.today().isoformat(),
-                    "mode": mode,
-                    "captions": len(captions),
-                    "source": source,
-                    "processes": 1,
-                    "captions_per_s": round(len(captions) / seconds, 1),
-                    "phrases_per_caption": round(sum(map(len, phrases)) / len(captions), 2),
-                    "cpu": platform.processor() or platform.machine(),
-                    "cpu_count": os.cpu_count(),
-                }
+    captions, source = load_captions(args.captions, args.limit, args.long)
+    words = sum(len(c.split()) for c in captions) / max(1, len(captions))
+    for processes in (int(p) for p in args.processes.split(",")):
+        for mode in args.modes.split(","):
+            if processes == 1:
+                seconds, n_phrases = _run(mode, captions)
+            else:
+                import multiprocessing
+
+                slices = [(mode, captions[i::processes]) for i in range(processes)]
+                with multiprocessing.get_context("spawn").Pool(processes) as pool:
+                    results = pool.map(_run_star, slices)
+                seconds, n_phrases = max(r[0] for r in results), sum(r[1] for r in results)
+            total = len(captions) / seconds
+            print(
+                json.dumps(
+                    {
+                        "bench": "phrases",
+                        "date": date.today().isoformat(),
+                        "mode": mode,
+                        "captions": len(captions),
+                        "words_per_caption": round(words, 1),
+                        "source": source,
+                        "processes": processes,
+                        "captions_per_s": round(total, 1),
+                        "captions_per_s_per_core": round(total / processes, 1),
+                        "phrases_per_caption": round(n_phrases / len(captions), 2),
+                        "cpu": platform.processor() or platform.machine(),
+                        "cpu_count": os.cpu_count(),
+                    }
+                )
             )
-        )
 
 
 if __name__ == "__main__":

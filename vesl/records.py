@@ -69,7 +69,7 @@ class Phrase:
     text: str
     char_start: int
     char_end: int
-    parser: str  # "nltk" | "spacy"
+    parser: str  # the source: "cloc" (CLOC's grammar) | "spacy" (noun chunk) | "ngram" (OWL-ST)
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ def test_a_failing_model_batch_becomes_rejects_not_a_crash(tiny_checkpoint, phot
         raise RuntimeError("CUDA out of memory (simulated)")
 
     monkeypatch.setattr(Owlv2ModelHandler, "run_inference", explode)
-    phrases = (Phrase("a cat", 0, 5, "nltk"),)
+    phrases = (Phrase("a cat", 0, 5, "cloc"),)
     records = [ImageRecord(s.key, "s", i, s.caption, s.image, phrases=phrases) for i, s in enumerate(photo_samples)]
     records.append(ImageRecord("no_phrases", "s", 9, "it is", photo_samples[0].image))
     config = DetectConfig(checkpoint=tiny_checkpoint, image_size=64, batch_size=2)

@@ -7,7 +7,7 @@ from vesl.records import ImageRecord, LabeledImage, Phrase, Reject
 
 
 def test_tally_balances_and_merges():
-    record = ImageRecord("k", "s", 0, "a cat", b"", phrases=(Phrase("a cat", 0, 5, "nltk"),))
+    record = ImageRecord("k", "s", 0, "a cat", b"", phrases=(Phrase("a cat", 0, 5, "cloc"),))
     a, b = Tally(), Tally()
     for _ in range(3):
         a.add(read_event(None))

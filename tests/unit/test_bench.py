@@ -8,7 +8,26 @@ from bench import phrases
 
 
 def test_phrase_bench_prints_json(capsys):
-    phrases.main(["--limit", "40", "--modes", "nltk,both"])
+    phrases.main(["--limit", "40", "--modes", "cloc,both"])
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [r["mode"] for r in lines] == ["nltk", "both"]
+    assert [r["mode"] for r in lines] == ["cloc", "both"]
     assert all(r["captions"] == 40 and r["captions_per_s"] > 0 for r in lines)
+
+
+def test_phrase_quality_bench_scores_spans(tmp_path, capsys):
+    from bench import phrase_quality
+
+    conll = tmp_path / "mini.txt"
+    conll.write_text(
+        "The DT B-NP\nred JJ I-NP\ncar NN I-NP\nstopped VBD B-VP\nnear IN B-PP\ntwo CD B-NP\ndogs NNS I-NP\n. . O\n\n"
+        "He PRP B-NP\nsaw VBD B-VP\na DT B-NP\ncat NN I-NP\n. . O\n"
+    )
+    sentences = phrase_quality.read_conll(str(conll))
+    assert [s.text for s in sentences] == ["The red car stopped near two dogs .", "He saw a cat ."]
+    assert sentences[0].gold == {(0, 11), (25, 33)} and sentences[1].gold == {(0, 2), (7, 12)}
+    assert sentences[1].nominal == {(7, 12)}
+    phrase_quality.main(["--conll", str(conll), "--modes", "cloc,spacy"])
+    results = {r["mode"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    # CLOC's grammar has no <CD>: "two dogs" is missed, "dogs" is a false positive.
+    assert results["cloc"]["conll"]["all_np"] == {"precision": 0.6667, "recall": 0.5, "f1": 0.5714}
+    assert results["spacy"]["conll"]["nominal_np"]["recall"] == 1.0

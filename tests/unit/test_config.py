@@ -15,6 +15,7 @@ def test_presets_exist_and_differ():
     assert cloc.filter.nms_iou is None and cloc.filter.keep_image_min_score is None
     assert owlst.filter.keep_image_min_score == 0.3
     assert grit.phrases.mode == "spacy" and grit.filter.nms_iou == 0.5 and grit.filter.drop_images_without_regions
+    assert owlst.phrases.mode == "ngrams" and owlst.phrases.max_phrases == 300 and owlst.detect.query_buckets[-1] == 300
     assert len({cloc.digest(), owlst.digest(), grit.digest()}) == 3
 
 

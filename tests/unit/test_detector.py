@@ -100,7 +100,7 @@ def test_injected_detector_boxes_land_on_the_original_pixels(detector, monkeypat
         rect = (0, 0, width // 4, height // 3)
     else:
         data = images.encode(images.rgb_with_rectangle(width, height, rect), "PNG")
-    record = ImageRecord("k", "s", 0, "a red box", data, phrases=(Phrase("a red box", 0, 9, "nltk"),))
+    record = ImageRecord("k", "s", 0, "a red box", data, phrases=(Phrase("a red box", 0, 9, "cloc"),))
     prepared = prepare_image(record, DetectConfig(image_size=96), keep_image_bytes=False)
     assert (prepared.record.width, prepared.record.height) == (width, height)
     injected = torch.tensor(_red_box_in_detector_input(prepared.pixels, 96))

@@ -15,7 +15,7 @@ RECORD = ImageRecord(
     "a cat and a dog",
     b"",
     None,
-    (Phrase("a cat", 0, 5, "nltk"), Phrase("a dog", 10, 15, "nltk")),
+    (Phrase("a cat", 0, 5, "cloc"), Phrase("a dog", 10, 15, "cloc")),
     200,
     100,
 )

@@ -27,7 +27,7 @@ PROVENANCE = Provenance("0.1.0", SCHEMA_VERSION, "cloc", "tiny@64", "random weig
 
 
 def labeled_image(n_regions: int = 2) -> LabeledImage:
-    phrases = (Phrase("a red car", 0, 9, "nltk"), Phrase("the Road", 13, 21, "spacy"))
+    phrases = (Phrase("a red car", 0, 9, "cloc"), Phrase("the Road", 13, 21, "spacy"))
     record = ImageRecord(
         "k1", "gs://b/s.tar", 7, "a red car on the Road", b"\x89PNGbytes", "https://u", phrases, 640, 480, "PNG"
     )

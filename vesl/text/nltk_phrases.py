@@ -15,6 +15,7 @@ Two documented differences, both forced by working offline and both visible only
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import cache
 
 import nltk
@@ -23,7 +24,7 @@ from vesl.records import Phrase
 from vesl.text.wordlists import generic_words, stopwords_en
 
 NP_GRAMMAR = "NP: {<DT>?<JJ.*>*<NN.*>+}"
-PARSER_NAME = "nltk"
+SOURCE = "cloc"
 # The Treebank tokenizer rewrites double quotes as `` and ''.
 _QUOTE_FORMS = {"``": ('"', "``", "''"), "''": ('"', "''", "``")}
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
@@ -95,41 +96,78 @@ def tokenize_with_spans(text: str) -> tuple[list[str], list[tuple[int, int] | No
     return tokens, spans
 
 
+# NP_GRAMMAR as a regular expression over one letter per tag: D = DT, J = JJ*, N = NN*, x = other.
+_FAST_NP = re.compile(r"D?J*N+")
+
+
+def _tag_letter(tag: str) -> str:
+    if tag == "DT":
+        return "D"
+    if tag.startswith("JJ"):
+        return "J"
+    return "N" if tag.startswith("NN") else "x"
+
+
+def np_chunk_ranges(tags: Sequence[str], fast: bool = False) -> list[tuple[int, int]]:
+    """(first, last) token indexes of the NP chunks of ``NP_GRAMMAR``. ``fast`` matches the grammar
+    with one regular expression instead of NLTK's RegexpParser: the same leftmost, greedy,
+    non-overlapping matches (a property test checks they agree), without building a tree."""
+    if fast:
+        letters = "".join(map(_tag_letter, tags))
+        return [(m.start(), m.end() - 1) for m in _FAST_NP.finditer(letters)]
+    tree = _chunker().parse([(str(i), tag) for i, tag in enumerate(tags)])
+    ranges, position = [], 0
+    for node in tree:
+        if isinstance(node, nltk.Tree):
+            if node.label() == "NP":
+                ranges.append((position, position + len(node) - 1))
+            position += len(node)
+        else:
+            position += 1
+    return ranges
+
+
+def chunk_tagged(
+    tagged: Sequence[tuple[str, str]],
+    spans: Sequence[tuple[int, int] | None],
+    max_phrases: int,
+    source: str,
+    fast: bool = False,
+) -> list[Phrase]:
+    """The listing's chunking on (word, tag) pairs whose character spans are known: NP chunks by
+    ``NP_GRAMMAR``, all-stopword chunks skipped, words joined by spaces, first ``max_phrases``."""
+    if not tagged:
+        return []
+    stop = stopwords_en()
+    phrases: list[Phrase] = []
+    for first, last in np_chunk_ranges([tag for _, tag in tagged], fast):
+        words = [word for word, _ in tagged[first : last + 1]]
+        if set(words) <= stop:
+            continue
+        start = next((spans[i] for i in range(first, last + 1) if spans[i] is not None), None)
+        end = next((spans[i] for i in range(last, first - 1, -1) if spans[i] is not None), None)
+        if start is None or end is None:
+            char_start = char_end = -1  # no token could be located: the phrase keeps no span
+        else:
+            char_start, char_end = start[0], end[1]
+        phrases.append(Phrase(" ".join(words), char_start, char_end, source))
+        if len(phrases) == max_phrases:
+            break
+    return phrases
+
+
 def cloc_noun_phrases(caption: str, max_phrases: int = 20) -> list[Phrase]:
     """CLOC's ``find_noun_phrases(caption)``, returning spans too. Order and duplicates as the listing."""
     lowered, offsets = lower_with_offsets(caption)
     tokens, spans = tokenize_with_spans(lowered)
+    if offsets is not None:  # lower-casing changed lengths: map spans back to the caption
+        spans = [None if s is None else (offsets[s[0]], offsets[s[1] - 1] + 1) for s in spans]
     generic = generic_words()
     kept = [(tok, span) for tok, span in zip(tokens, spans) if tok not in generic]
     if not kept:
         return []
     tagged = nltk.pos_tag([tok for tok, _ in kept])
-    tree = _chunker().parse(tagged)
-    stop = stopwords_en()
-    phrases: list[Phrase] = []
-    position = 0
-    for node in tree:
-        if not isinstance(node, nltk.Tree):
-            position += 1
-            continue
-        leaves = node.leaves()
-        first, last = position, position + len(leaves) - 1
-        position += len(leaves)
-        words = [word for word, _ in leaves]
-        if node.label() != "NP" or set(words) <= stop:
-            continue
-        start_span = next((kept[i][1] for i in range(first, last + 1) if kept[i][1] is not None), None)
-        end_span = next((kept[i][1] for i in range(last, first - 1, -1) if kept[i][1] is not None), None)
-        if start_span is None or end_span is None:
-            char_start = char_end = -1  # no token could be located: the phrase keeps no span
-        elif offsets is None:
-            char_start, char_end = start_span[0], end_span[1]
-        else:
-            char_start, char_end = offsets[start_span[0]], offsets[end_span[1] - 1] + 1
-        phrases.append(Phrase(" ".join(words), char_start, char_end, PARSER_NAME))
-        if len(phrases) == max_phrases:
-            break
-    return phrases
+    return chunk_tagged(tagged, [span for _, span in kept], max_phrases, SOURCE)
 
 
 if __name__ == "__main__":  # `python -m vesl.text.nltk_phrases`: check the NLTK data, one line either way

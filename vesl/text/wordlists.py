@@ -20,3 +20,13 @@ def generic_words() -> frozenset[str]:
 def stopwords_en() -> frozenset[str]:
     """CLOC's STOPWORDS_EN (NLTK's English list as printed in CLOC's listing, 127 words)."""
     return load_word_list("stopwords_en")
+
+
+def abstract_nouns() -> frozenset[str]:
+    """Heads of spaCy noun chunks dropped as abstract (GRIT's rule; VESL's list, see the file)."""
+    return load_word_list("abstract_nouns")
+
+
+def relational_nouns() -> frozenset[str]:
+    """Part/position/quantity nouns of idioms such as "in front of" and "a group of" (VESL's list)."""
+    return load_word_list("relational_nouns")
