@@ -130,14 +130,17 @@ class PhraseExtractor:
             if self._nlp is None:
                 self.setup()
             docs = list(spacy_phrases.parse_many(self._nlp, texts, cfg.spacy_batch_size))
+            tables = [spacy_phrases.TokenTable(d) for d in docs]
             if self.mode == "both" and cfg.shared_parse:
-                per_source.append([spacy_phrases.cloc_grammar_phrases(d, cfg.max_phrases) for d in docs])
+                per_source.append(
+                    [spacy_phrases.cloc_grammar_phrases(d, cfg.max_phrases, table=t) for d, t in zip(docs, tables)]
+                )
             per_source.append(
                 [
                     spacy_phrases.noun_chunk_phrases(
-                        d, cfg.max_phrases, cfg.drop_abstract_nouns, cfg.referring_expressions
+                        d, cfg.max_phrases, cfg.drop_abstract_nouns, cfg.referring_expressions, table=t
                     )
-                    for d in docs
+                    for d, t in zip(docs, tables)
                 ]
             )
         dedupe = cfg.dedupe_enabled()

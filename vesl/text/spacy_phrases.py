@@ -139,32 +139,53 @@ _register()
 
 
 # -- phrases from a parsed caption ------------------------------------------------------------------
-def _content_words(tokens) -> list[str]:
-    return [t.lower_ for t in tokens if not t.is_punct and not t.is_space and t.lower_ not in stopwords_en()]
+class TokenTable:
+    """The attributes phrase building reads, pulled out of a parsed Doc once (Token objects are
+    created per access in spaCy, so one pass is much cheaper than several)."""
+
+    __slots__ = ("doc", "ends", "lower", "pos", "skip", "space", "starts", "tag")
+
+    def __init__(self, doc):
+        self.doc = doc
+        self.lower, self.tag, self.pos, self.starts, self.ends, self.skip, self.space = [], [], [], [], [], [], []
+        for t in doc:
+            self.lower.append(t.lower_)
+            self.tag.append(t.tag_)
+            self.pos.append(t.pos_)
+            self.starts.append(t.idx)
+            self.ends.append(t.idx + len(t))
+            self.space.append(t.is_space)
+            self.skip.append(t.is_punct or t.is_space)
+
+    def content_words(self, start: int, end: int) -> list[str]:
+        stop = stopwords_en()
+        return [w for w, skip in zip(self.lower[start:end], self.skip[start:end]) if not skip and w not in stop]
+
+    def followed_by_of(self, end: int) -> bool:
+        return end < len(self.lower) and self.lower[end] == "of"
 
 
-def _is_idiom_part(doc, start: int, end: int, content: list[str]) -> bool:
+def _is_idiom_part(table: TokenTable, end: int, content: list[str]) -> bool:
     """ "front" in "in front of", "a group" in "a group of people": a relational noun followed by "of"."""
-    return end < len(doc) and doc[end].lower_ == "of" and all(w in relational_nouns() for w in content)
+    return table.followed_by_of(end) and all(w in relational_nouns() for w in content)
 
 
-def _keep_chunk(chunk, drop_abstract: bool) -> bool:
-    if chunk.root.pos_ == "PRON":
+def _keep_chunk(table: TokenTable, start: int, end: int, drop_abstract: bool) -> bool:
+    root = end - 1  # spaCy's English noun_chunks end at their root
+    if table.pos[root] == "PRON":
         return False
-    content = _content_words(chunk)
+    content = table.content_words(start, end)
     if not content or all(w in generic_words() for w in content):
         return False  # "a stock photo" names nothing a detector can find
-    if _is_idiom_part(chunk.doc, chunk.start, chunk.end, content):
+    if _is_idiom_part(table, end, content):
         return False
-    return not (drop_abstract and chunk.root.lower_ in abstract_nouns())
+    return not (drop_abstract and table.lower[root] in abstract_nouns())
 
 
-def referring_expression(chunk) -> tuple[int, int]:
-    """Token span of the chunk grown through its root's dependency subtree, not through conjuncts,
+def referring_expression(doc, start: int, end: int) -> tuple[int, int]:
+    """Token span of a chunk grown through its root's dependency subtree, not through conjuncts,
     coordinations, appositions or punctuation."""
-    root = chunk.root
-    start, end = chunk.start, chunk.end
-    stack = [child for child in root.children if child.dep_ not in _STOP_DEPS]
+    stack = [child for child in doc[end - 1].children if child.dep_ not in _STOP_DEPS]
     while stack:
         token = stack.pop()
         start, end = min(start, token.i), max(end, token.i + 1)
@@ -172,38 +193,47 @@ def referring_expression(chunk) -> tuple[int, int]:
     return start, end
 
 
-def noun_chunk_phrases(doc, max_phrases: int = 20, drop_abstract: bool = True, expand: bool = False) -> list[Phrase]:
+def noun_chunk_phrases(
+    doc, max_phrases: int = 20, drop_abstract: bool = True, expand: bool = False, table: TokenTable | None = None
+) -> list[Phrase]:
     """Noun chunks of a parsed caption (pronouns, all-stopword/generic and, with ``drop_abstract``,
     abstract-noun chunks skipped). With ``expand``, each chunk becomes its referring expression and
     only expressions not contained in another are kept (GRIT's ref_exps)."""
-    chunks = [c for c in doc.noun_chunks if _keep_chunk(c, drop_abstract)]
+    table = table or TokenTable(doc)
+    # The iterator behind doc.noun_chunks gives (start, end, label) without building Span objects.
+    spans = [(s, e) for s, e, _ in doc.noun_chunks_iterator(doc) if _keep_chunk(table, s, e, drop_abstract)]
     if expand:
-        spans = sorted({referring_expression(c) for c in chunks}, key=lambda s: (s[0], -s[1]))
-        spans = [s for s in spans if not any(o != s and o[0] <= s[0] and s[1] <= o[1] for o in spans)]
-        chunks = [doc[s:e] for s, e in spans]
-    phrases = [Phrase(c.text, c.start_char, c.end_char, SOURCE) for c in chunks]
-    return phrases[:max_phrases]
+        grown = sorted({referring_expression(doc, s, e) for s, e in spans}, key=lambda s: (s[0], -s[1]))
+        spans = [s for s in grown if not any(o != s and o[0] <= s[0] and s[1] <= o[1] for o in grown)]
+    text = doc.text
+    return [
+        Phrase(text[table.starts[s] : table.ends[e - 1]], table.starts[s], table.ends[e - 1], SOURCE)
+        for s, e in spans[:max_phrases]
+    ]
 
 
-def cloc_grammar_phrases(doc, max_phrases: int = 20, source: str = "cloc") -> list[Phrase]:
+def cloc_grammar_phrases(
+    doc, max_phrases: int = 20, source: str = "cloc", table: TokenTable | None = None
+) -> list[Phrase]:
     """CLOC's listing steps on spaCy's tokens and fine tags (one parse serves both sources):
-    generic web words dropped, ``NP: {<DT>?<JJ.*>*<NN.*>+}`` chunked by NLTK's RegexpParser,
-    all-stopword chunks skipped, text = lower-cased words joined by spaces."""
+    generic web words dropped, ``NP: {<DT>?<JJ.*>*<NN.*>+}`` chunked (the fast matcher), all-stopword
+    chunks skipped, text = lower-cased words joined by spaces; idiom parts ("front" of "in front
+    of") skipped as in the spacy mode."""
     from vesl.text.nltk_phrases import chunk_tagged
 
+    table = table or TokenTable(doc)
     generic = generic_words()
-    kept = [t for t in doc if not t.is_space and t.lower_ not in generic]
-    tagged = [(t.lower_, t.tag_) for t in kept]
-    spans = [(t.idx, t.idx + len(t.text)) for t in kept]
+    kept = [i for i, w in enumerate(table.lower) if w not in generic and not table.space[i]]
+    tagged = [(table.lower[i], table.tag[i]) for i in kept]
+    spans = [(table.starts[i], table.ends[i]) for i in kept]
     phrases = chunk_tagged(tagged, spans, len(kept), source, fast=True)
-    by_end = {t.idx + len(t.text): t.i for t in kept}
+    token_after = {table.ends[i]: i + 1 for i in kept}
     stop = stopwords_en()
-    kept_phrases = [
+    return [
         p
         for p in phrases
-        if not _is_idiom_part(doc, 0, by_end[p.char_end] + 1, [w for w in p.text.split() if w not in stop])
-    ]
-    return kept_phrases[:max_phrases]
+        if not _is_idiom_part(table, token_after[p.char_end], [w for w in p.text.split() if w not in stop])
+    ][:max_phrases]
 
 
 def parse_many(nlp, captions: Iterable[str], batch_size: int = 256):
