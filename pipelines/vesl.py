@@ -27,6 +27,7 @@ from vesl.pipeline import build_pipeline
 from vesl.schema import Provenance
 
 DEFAULT_LOCAL_RUNNER = "FnApiRunner"
+LOCAL_RUNNERS = ("fnapirunner", "directrunner", "bundlebaseddirectrunner", "switchingdirectrunner", "prismrunner")
 
 
 class UsageError(ValueError):
@@ -76,6 +77,14 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         config: VeslConfig = config_from_options(vesl_options)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    runner = str(options.view_as(StandardOptions).runner or "").lower()
+    if config.detect.device.startswith("cuda") and (test_pipeline is not None or runner in LOCAL_RUNNERS):
+        from vesl.models.owlv2 import DeviceUnavailable, resolve_device
+
+        try:  # a local run that asked for a GPU fails here, not in every worker
+            resolve_device(config.detect.device)
+        except DeviceUnavailable as exc:
+            raise UsageError(str(exc)) from None
     shards = expand_inputs(vesl_options.input)
     weights = preflight(config.detect.checkpoint)
     provenance = Provenance.for_run(

@@ -65,6 +65,14 @@ class DetectConfig:
     max_image_pixels: int = 89_478_485  # PIL's decompression-bomb warning size
     alpha_background: tuple[int, int, int] = (255, 255, 255)  # transparent pixels are composited on this
     share_model_across_processes: bool = False  # one model per machine (GPU workers); see README
+    model_copies: int | None = None  # with sharing: this many copies per machine (Beam's model_copies)
+    attn_implementation: str = "sdpa"  # sdpa | eager (transformers' attention kernels)
+    compile: bool = False  # torch.compile the image tower and heads (GPU; first batches compile)
+    # At an input size other than the checkpoint's: "truncate" the position-embedding grid to its
+    # top-left part (what scenic, where OWLv2 comes from, does at inference) or "interpolate" it
+    # (transformers' bicubic resampling)
+    position_embedding: str = "truncate"
+    text_cache_size: int = 4096  # phrase embeddings kept on the device
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,10 @@ class VeslConfig:
             errors.append("phrases.max_phrases must be >= 1")
         if self.detect.image_size < 16:
             errors.append("detect.image_size must be >= 16")
+        if self.detect.position_embedding not in ("interpolate", "truncate"):
+            errors.append("detect.position_embedding must be interpolate or truncate")
+        if self.detect.attn_implementation not in ("sdpa", "eager", "flash_attention_2"):
+            errors.append("detect.attn_implementation must be sdpa, eager or flash_attention_2")
         if self.detect.batch_size < 1:
             errors.append("detect.batch_size must be >= 1")
         if self.detect.dtype not in ("float32", "bfloat16", "float16"):

@@ -248,3 +248,26 @@ def test_missing_inputs_and_bad_checkpoint_fail_before_running(tmp_path, tiny_ch
 
     with pytest.raises(CheckpointError, match="cannot load OWLv2 checkpoint"):
         run(["--input", str(tmp_path / "a.tar"), "--output", str(tmp_path / "o"), "--checkpoint", str(tmp_path / "no")])
+
+
+def test_a_local_gpu_run_without_a_gpu_fails_loudly(tmp_path, tiny_checkpoint):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    (tmp_path / "a.tar").write_bytes(b"")
+    with pytest.raises(UsageError, match="no CUDA GPU"):
+        run(
+            [
+                "--input",
+                str(tmp_path / "a.tar"),
+                "--output",
+                str(tmp_path / "o"),
+                "--checkpoint",
+                tiny_checkpoint,
+                "--device",
+                "cuda",
+                "--runner",
+                "FnApiRunner",
+            ]
+        )

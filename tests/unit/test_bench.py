@@ -31,3 +31,34 @@ def test_phrase_quality_bench_scores_spans(tmp_path, capsys):
     # CLOC's grammar has no <CD>: "two dogs" is missed, "dogs" is a false positive.
     assert results["cloc"]["conll"]["all_np"] == {"precision": 0.6667, "recall": 0.5, "f1": 0.5714}
     assert results["spacy"]["conll"]["nominal_np"]["recall"] == 1.0
+
+
+def test_detect_bench_runs_on_cpu_with_the_tiny_architecture(capsys):
+    from bench import detect
+
+    results = detect.main(
+        [
+            "--arch",
+            "tiny",
+            "--image-size",
+            "64",
+            "--batch",
+            "2",
+            "--images",
+            "4",
+            "--workers",
+            "1",
+            "--dtype",
+            "float32",
+            "--device",
+            "cpu",
+            "--equality-images",
+            "4",
+        ]
+    )
+    by_mode = {r["mode"]: r for r in results}
+    assert set(by_mode) == {"e2e", "model", "equality"}
+    assert by_mode["e2e"]["img_per_s"] > 0 and by_mode["e2e"]["images_timed"] == 4
+    assert by_mode["model"]["img_per_s"] > 0
+    assert by_mode["equality"]["passed"] is True  # float32 SDPA + caches against float32 eager
+    assert len(capsys.readouterr().out.splitlines()) == 3

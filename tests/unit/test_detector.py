@@ -172,3 +172,67 @@ def test_processor_loads_from_the_tiny_checkpoint(tiny_checkpoint):
 
     processor = Owlv2Processor.from_pretrained(tiny_checkpoint)
     assert processor.tokenizer("a photo of a cat")["input_ids"][:3] == [49406, 320, 1125]
+
+
+def test_truncated_position_embedding_is_the_top_left_grid(tiny_checkpoint):
+    from vesl.models.owlv2 import truncate_position_embedding
+
+    loaded = load_checkpoint(tiny_checkpoint)
+    embeddings = loaded.model.owlv2.vision_model.embeddings
+    weight = embeddings.position_embedding.weight  # [1 + 8*8, D] for 64 px / patch 8
+    truncated = truncate_position_embedding(embeddings, 32, 32)[0]  # a 4 x 4 grid
+    assert truncated.shape == (1 + 16, weight.shape[1])
+    torch.testing.assert_close(truncated[0], weight[0])  # the class token's embedding stays
+    for r in range(4):
+        for c in range(4):
+            torch.testing.assert_close(truncated[1 + r * 4 + c], weight[1 + r * 8 + c])
+    full = truncate_position_embedding(embeddings, 64, 64)[0]
+    torch.testing.assert_close(full, weight)
+    with pytest.raises(ValueError, match="cannot truncate"):
+        truncate_position_embedding(embeddings, 72, 72)
+
+
+def test_truncate_and_interpolate_both_run_and_differ(tiny_checkpoint):
+    pixels = [np.full((32, 32, 3), 120, np.uint8)]
+    results = {}
+    for mode in ("truncate", "interpolate"):
+        loaded = load_checkpoint(tiny_checkpoint)
+        detector = Owlv2Detector(loaded.model, loaded.tokenizer, "cpu", image_size=32, position_embedding=mode)
+        results[mode] = detector.detect(pixels, [(32, 32)], [["a cat"]], min_score=0.0, max_candidates=16)[0]
+        assert len(results[mode]) == 16  # 4 x 4 patches
+    assert not np.allclose(results["truncate"].scores, results["interpolate"].scores)
+
+
+def test_equality_check_passes_for_the_fast_path_and_fails_for_other_weights(tiny_checkpoint):
+    from vesl.models.equality import check_fast_path
+
+    rng = np.random.default_rng(3)
+    batch = (
+        [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(4)],
+        [(64, 64), (64, 40), (30, 64), (64, 64)],
+        [["a cat", "a dog"], ["grass"], ["a red car", "a tree", "sky"], ["a cat"]],
+    )
+    eager = load_checkpoint(tiny_checkpoint, attn_implementation="eager")
+    reference = Owlv2Detector(eager.model, eager.tokenizer, "cpu", 64, text_cache_size=0)
+    sdpa = load_checkpoint(tiny_checkpoint, attn_implementation="sdpa")
+    fast = Owlv2Detector(sdpa.model, sdpa.tokenizer, "cpu", 64, text_cache_size=8)
+    report = check_fast_path(reference, fast, [batch, batch], min_score=0.1, max_candidates=12, query_buckets=(4, 8))
+    assert report.passed and report.matched_fraction == 1.0 and report.reference_boxes > 0
+    other = load_checkpoint(tiny_checkpoint)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in other.model.box_head.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    report = check_fast_path(reference, Owlv2Detector(other.model, other.tokenizer, "cpu", 64), [batch], 0.1, 12)
+    assert not report.passed
+
+
+def test_text_cache_returns_the_same_embeddings_and_stays_bounded(tiny_checkpoint):
+    loaded = load_checkpoint(tiny_checkpoint)
+    cached = Owlv2Detector(loaded.model, loaded.tokenizer, "cpu", 64, text_cache_size=3)
+    plain = Owlv2Detector(loaded.model, loaded.tokenizer, "cpu", 64, text_cache_size=0)
+    phrases = ["a cat", "a dog", "grass", "a cat", "sky"]
+    with torch.inference_mode():
+        torch.testing.assert_close(cached.text_embeddings(phrases[:3]), plain.text_embeddings(phrases[:3]))
+        torch.testing.assert_close(cached.text_embeddings(phrases[2:]), plain.text_embeddings(phrases[2:]))
+    assert len(cached._text_cache) == 3 and "a dog" not in cached._text_cache

@@ -110,7 +110,9 @@ def _existing_local(spec: str, path: str) -> str:
     return str(folder)
 
 
-def load_checkpoint(spec: str, device: str = "cpu", dtype: str = "float32") -> LoadedCheckpoint:
+def load_checkpoint(
+    spec: str, device: str = "cpu", dtype: str = "float32", attn_implementation: str | None = None
+) -> LoadedCheckpoint:
     import torch
     from transformers import AutoTokenizer, Owlv2ForObjectDetection
     from transformers.utils import logging as hf_logging
@@ -118,7 +120,8 @@ def load_checkpoint(spec: str, device: str = "cpu", dtype: str = "float32") -> L
     hf_logging.disable_progress_bar()
     with _one_line_errors(spec):
         path = localize(spec) if is_remote(spec) else _existing_local(spec, localize(spec))
-        model = Owlv2ForObjectDetection.from_pretrained(path, dtype=getattr(torch, dtype))
+        kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        model = Owlv2ForObjectDetection.from_pretrained(path, dtype=getattr(torch, dtype), **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path)
     _check_model_type(spec, model.config.model_type)
     model.to(device).eval()

@@ -5,7 +5,8 @@ three changes that make batches correct and cheaper:
 - every image's query list is padded to a bucket size (``query_buckets``) so a batch has one shape,
   and padded queries are masked in the class head, so they can never win a box (the model's own mask,
   ``input_ids[..., 0] > 0``, is always true: NOTES.md section 3);
-- each distinct phrase of a batch is embedded once;
+- each distinct phrase of a batch is embedded once, and embeddings of recent phrases are kept on the
+  device (``text_cache_size``): captions repeat the same few thousand phrases;
 - post-processing happens on the device: per box the best real query, its score and the box's
   objectness; only boxes above ``min_score``, best ``max_candidates`` first, leave the device.
 Boxes come back in the stored convention (``vesl.vision.geometry``).
@@ -13,6 +14,7 @@ Boxes come back in the stored convention (``vesl.vision.geometry``).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
@@ -50,8 +52,37 @@ def query_bucket(n_queries: int, buckets: Sequence[int]) -> int:
     return n_queries
 
 
+POSITION_EMBEDDINGS = ("interpolate", "truncate")
+
+
+def truncate_position_embedding(embeddings_module, height: int, width: int):
+    """Position embeddings for a smaller input by keeping the top-left ``height/p x width/p`` part of
+    the checkpoint's grid (no resampling), plus the class token's. Replaces transformers' bicubic
+    interpolation when ``position_embedding="truncate"``."""
+    import torch
+
+    weight = embeddings_module.position_embedding.weight  # [1 + G*G, D]
+    grid = round((weight.shape[0] - 1) ** 0.5)
+    rows, cols = height // embeddings_module.patch_size, width // embeddings_module.patch_size
+    if rows > grid or cols > grid:
+        raise ValueError(f"cannot truncate a {grid}x{grid} position grid to {rows}x{cols}")
+    patches = weight[1:].reshape(grid, grid, -1)[:rows, :cols].reshape(rows * cols, -1)
+    return torch.cat([weight[:1], patches]).unsqueeze(0)
+
+
 class Owlv2Detector:
-    def __init__(self, model, tokenizer, device: str, image_size: int, dtype: str = "float32"):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        device: str,
+        image_size: int,
+        dtype: str = "float32",
+        *,
+        position_embedding: str = "interpolate",
+        text_cache_size: int = 4096,
+        compile_model: bool = False,
+    ):
         import torch
 
         self.model = model
@@ -60,13 +91,45 @@ class Owlv2Detector:
         self.dtype = getattr(torch, dtype)
         self.image_size = image_size
         vision = model.config.vision_config
-        # At another size than the checkpoint's, the position embeddings are interpolated.
-        self.interpolate_pos_encoding = image_size != vision.image_size
         if image_size % vision.patch_size:
             raise ValueError(f"image_size {image_size} is not a multiple of the patch size {vision.patch_size}")
+        if position_embedding not in POSITION_EMBEDDINGS:
+            raise ValueError(f"position_embedding must be one of {POSITION_EMBEDDINGS}, got {position_embedding!r}")
+        # At another size than the checkpoint's, position embeddings are adapted (and box biases are
+        # computed for the new grid): interpolated (transformers) or truncated (scenic).
+        self.interpolate_pos_encoding = image_size != vision.image_size
+        if self.interpolate_pos_encoding and position_embedding == "truncate":
+            embeddings = model.owlv2.vision_model.embeddings
+            embeddings.interpolate_pos_encoding = lambda emb, h, w: truncate_position_embedding(embeddings, h, w)
+        self.position_embedding = position_embedding
         self.text_length = min(CLIP_MAX_LENGTH, model.config.text_config.max_position_embeddings)
         self._mean = torch.tensor(CLIP_MEAN, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(CLIP_STD, device=self.device).view(1, 3, 1, 1)
+        self.text_cache_size = text_cache_size
+        self._text_cache: OrderedDict[str, object] = OrderedDict()
+        self._image_heads = (
+            torch.compile(self._image_heads_eager, dynamic=False) if compile_model else (self._image_heads_eager)
+        )
+
+    @classmethod
+    def from_config(cls, config) -> Owlv2Detector:
+        """Load ``config.checkpoint`` (a DetectConfig) on its device with its fast-path settings."""
+        from vesl.models.checkpoint import load_checkpoint
+
+        device = resolve_device(config.device)
+        loaded = load_checkpoint(
+            config.checkpoint, device=device, dtype=config.dtype, attn_implementation=config.attn_implementation
+        )
+        return cls(
+            loaded.model,
+            loaded.tokenizer,
+            device,
+            config.image_size,
+            config.dtype,
+            position_embedding=config.position_embedding,
+            text_cache_size=config.text_cache_size,
+            compile_model=config.compile,
+        )
 
     # -- inputs -----------------------------------------------------------------------------
     def pixel_values(self, pixels: Sequence[np.ndarray], content_sizes: Sequence[tuple[int, int]]):
@@ -74,7 +137,10 @@ class Owlv2Detector:
         import torch
 
         size = self.image_size
-        batch = torch.from_numpy(np.stack(pixels)).to(self.device, non_blocking=True)
+        host = torch.from_numpy(np.stack(pixels))
+        if self.device.type == "cuda":
+            host = host.pin_memory()  # page-locked: the copy below runs asynchronously
+        batch = host.to(self.device, non_blocking=True)
         x = batch.permute(0, 3, 1, 2).float().div_(255.0)
         sizes = torch.tensor(content_sizes, device=self.device)
         cols = torch.arange(size, device=self.device).view(1, 1, 1, size)
@@ -83,8 +149,7 @@ class Owlv2Detector:
         x = torch.where(outside, torch.full_like(x, PAD_VALUE), x)
         return ((x - self._mean) / self._std).to(self.dtype)
 
-    def text_embeddings(self, phrases: Sequence[str]):
-        """Normalized query embeddings of distinct phrases, as Owlv2Model.forward returns them."""
+    def _embed_phrases(self, phrases: Sequence[str]):
         tokens = self.tokenizer(
             list(phrases), padding="max_length", max_length=self.text_length, truncation=True, return_tensors="pt"
         )
@@ -92,6 +157,26 @@ class Owlv2Detector:
             input_ids=tokens["input_ids"].to(self.device), attention_mask=tokens["attention_mask"].to(self.device)
         ).pooler_output
         return features / features.norm(p=2, dim=-1, keepdim=True)
+
+    def text_embeddings(self, phrases: Sequence[str]):
+        """Normalized query embeddings of distinct phrases, as Owlv2Model.forward returns them; recent
+        phrases come from the cache."""
+        import torch
+
+        if self.text_cache_size <= 0:
+            return self._embed_phrases(phrases)
+        cache = self._text_cache
+        missing = [p for p in phrases if p not in cache]
+        if missing:
+            for phrase, embedding in zip(missing, self._embed_phrases(missing)):
+                cache[phrase] = embedding
+        rows = []
+        for phrase in phrases:
+            cache.move_to_end(phrase)
+            rows.append(cache[phrase])
+        while len(cache) > self.text_cache_size:
+            cache.popitem(last=False)
+        return torch.stack(rows)
 
     # -- forward + post-processing ----------------------------------------------------------
     def query_inputs(self, queries: Sequence[Sequence[str]], query_buckets: Sequence[int] = ()):
@@ -107,6 +192,19 @@ class Owlv2Detector:
                 mask[i, j] = True
         return list(distinct), index, mask
 
+    def _image_heads_eager(self, pixel_values):
+        """Image-only part of the model (the expensive part): patch features, boxes, objectness."""
+        import torch
+
+        feature_map, _ = self.model.image_embedder(
+            pixel_values=pixel_values, interpolate_pos_encoding=self.interpolate_pos_encoding
+        )
+        b, h, w, d = feature_map.shape
+        image_feats = feature_map.reshape(b, h * w, d)
+        boxes = self.model.box_predictor(image_feats, feature_map, self.interpolate_pos_encoding).float()
+        objectness = torch.sigmoid(self.model.objectness_predictor(image_feats).float())
+        return image_feats, boxes, objectness
+
     def forward(self, pixel_values, phrases: Sequence[str], index: np.ndarray, mask: np.ndarray):
         """The model's heads on a batch: logits [B, P, Q] (float32, padded queries at the dtype's
         minimum), boxes [B, P, 4] (cxcywh on the padded square) and objectness [B, P] (probability)."""
@@ -115,14 +213,8 @@ class Owlv2Detector:
         text = self.text_embeddings(phrases)
         query_embeds = text[torch.from_numpy(index).to(self.device)]
         query_mask = torch.from_numpy(mask).to(self.device)
-        feature_map, _ = self.model.image_embedder(
-            pixel_values=pixel_values, interpolate_pos_encoding=self.interpolate_pos_encoding
-        )
-        b, h, w, d = feature_map.shape
-        image_feats = feature_map.reshape(b, h * w, d)
+        image_feats, boxes, objectness = self._image_heads(pixel_values)
         logits, _ = self.model.class_predictor(image_feats, query_embeds.to(image_feats.dtype), query_mask)
-        boxes = self.model.box_predictor(image_feats, feature_map, self.interpolate_pos_encoding).float()
-        objectness = torch.sigmoid(self.model.objectness_predictor(image_feats).float())
         return logits.float(), boxes, objectness
 
     def detect(

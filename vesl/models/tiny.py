@@ -43,6 +43,22 @@ def tiny_config(image_size: int = 64, patch_size: int = 8):
     return config
 
 
+def spread_class_scores(model):
+    """A random class head puts most logits far from 0, so scores saturate at exactly 0 or 1 and
+    rankings are full of ties. Scale its logit scale and shift down so scores spread over (0, 1) like a
+    trained model's; comparisons of two code paths (the equality check) are then meaningful. Changes
+    no shape and no FLOP."""
+    import torch
+
+    with torch.no_grad():
+        head = model.class_head
+        head.logit_scale.weight.mul_(0.01)
+        head.logit_scale.bias.fill_(0.0)
+        head.logit_shift.weight.mul_(0.5)
+        head.logit_shift.bias.fill_(-1.0)
+    return model
+
+
 def write_tiny_checkpoint(out_dir: str | Path, seed: int = 0, image_size: int = 64) -> Path:
     import torch
     from transformers import Owlv2ForObjectDetection
@@ -52,7 +68,7 @@ def write_tiny_checkpoint(out_dir: str | Path, seed: int = 0, image_size: int = 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    model = Owlv2ForObjectDetection(tiny_config(image_size=image_size)).eval()
+    model = spread_class_scores(Owlv2ForObjectDetection(tiny_config(image_size=image_size)).eval())
     model.save_pretrained(out, safe_serialization=True)
     build_clip_tokenizer().save_pretrained(out)
     image_processor = {

@@ -19,8 +19,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
 from vesl.config import DetectConfig
-from vesl.models.checkpoint import load_checkpoint
-from vesl.models.owlv2 import Owlv2Detector, resolve_device
+from vesl.models.owlv2 import Owlv2Detector
 from vesl.records import Detections, DetectorInput, ImageRecord, Reason, Reject, Stage
 from vesl.transforms import METRICS_NAMESPACE, RECORDS, REJECTS
 from vesl.vision.decode import ImageDecodeError, decode_image
@@ -64,15 +63,13 @@ class Owlv2ModelHandler(ModelHandler[DetectorInput, Detections, Owlv2Detector]):
             min_batch_size=1,
             max_batch_size=config.batch_size,
             large_model=config.share_model_across_processes,
+            model_copies=config.model_copies if config.share_model_across_processes else None,
         )
         self.config = config
         self.min_score = min_score
 
     def load_model(self) -> Owlv2Detector:
-        cfg = self.config
-        device = resolve_device(cfg.device)
-        loaded = load_checkpoint(cfg.checkpoint, device=device, dtype=cfg.dtype)
-        return Owlv2Detector(loaded.model, loaded.tokenizer, device, cfg.image_size, cfg.dtype)
+        return Owlv2Detector.from_config(self.config)
 
     def run_inference(
         self, batch: Sequence[DetectorInput], model: Owlv2Detector, inference_args: dict[str, Any] | None = None

@@ -1,0 +1,253 @@
+"""Detection-stage throughput: end to end (encoded bytes + phrase lists in, filtered regions out,
+through VESL's own decode/letterbox, detector and filter code) and model-only (forward on ready
+tensors), plus the equality check of the configuration against the fp32 eager reference.
+Prints one JSON line per measurement.
+
+    python -m bench.detect [--arch tiny|owlv2-b16|owlv2-l14] [--image-size 448] [--batch 64]
+        [--dtype bfloat16] [--attn sdpa] [--compile] [--images 512] [--workers 8] [--top-k 12]
+
+Random weights of the real architecture (no checkpoint needed: the FLOPs are the same). Random
+weights score far more boxes than a trained model, so regions are capped at the best ``--top-k``
+per image above ``--threshold`` (default 12, CLOC's ~11.5 regions per image). Images: the COCO
+photos and phrase lists of ../shared/bench (when present), else the bundled sample photos with
+phrases from VESL's phrase stage. On a GPU the host work (decode, letterbox) runs in ``--workers``
+processes while the GPU works on the previous batch. Runs on CPU with ``--arch tiny`` (tests do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import time
+from datetime import date
+from pathlib import Path
+
+from vesl.config import DetectConfig, FilterConfig
+from vesl.filtering.rules import filter_detections
+from vesl.models.clip_tokenizer import build_clip_tokenizer
+from vesl.models.equality import check_fast_path
+from vesl.models.owlv2 import Owlv2Detector, resolve_device
+from vesl.records import ImageRecord, Phrase
+from vesl.transforms.detect import prepare_image
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_BENCH = ROOT.parent / "shared" / "bench"
+
+
+def load_inputs(max_queries: int) -> tuple[list[bytes], list[list[str]], str]:
+    """(encoded images, phrase lists, source description)."""
+    assets = SHARED_BENCH / "assets" / "coco_val_queries.json"
+    images = SHARED_BENCH.parent / "data" / "coco_val2017" / "images"
+    if assets.exists() and images.exists():
+        queries = json.loads(assets.read_text())
+        names = sorted(queries)
+        return (
+            [(images / n).read_bytes() for n in names],
+            [queries[n][:max_queries] for n in names],
+            f"COCO val2017 photos + caption phrases ({len(names)} distinct)",
+        )
+    from vesl.config import PhraseConfig
+    from vesl.text.phrases import PhraseExtractor
+
+    photos = ROOT / "sample" / "photos"
+    entries = [json.loads(line) for line in (photos / "manifest.jsonl").read_text().splitlines()]
+    extractor = PhraseExtractor(PhraseConfig(max_phrases=max_queries)).setup()
+    phrases = extractor.extract_many([e["captions"][0] for e in entries])
+    return (
+        [(photos / e["image"]).read_bytes() for e in entries],
+        [[p.text for p in ps] or ["an object"] for ps in phrases],
+        f"bundled sample photos ({len(entries)} distinct)",
+    )
+
+
+_PREP_CONFIG: DetectConfig | None = None
+
+
+def _init_worker(config: DetectConfig) -> None:
+    global _PREP_CONFIG
+    _PREP_CONFIG = config
+
+
+def _prepare(item: tuple[int, bytes, list[str]]):
+    index, data, queries = item
+    phrases = tuple(Phrase(q, 0, 0, "cloc") for q in queries)
+    record = ImageRecord(str(index), "bench", index, "", data, phrases=phrases)
+    prepared = prepare_image(record, _PREP_CONFIG, keep_image_bytes=False)
+    return prepared.record, prepared.pixels, (prepared.content_width, prepared.content_height)
+
+
+def run_end_to_end(detector, items, args, config: DetectConfig, filter_config: FilterConfig) -> dict:
+    import torch
+
+    batches = [items[i : i + args.batch] for i in range(0, len(items), args.batch)]
+    regions = 0
+    context = multiprocessing.get_context("fork")
+    with context.Pool(args.workers, initializer=_init_worker, initargs=(config,)) as pool:
+
+        def prepared_batches():
+            # imap keeps `workers` processes decoding ahead while the GPU runs the current batch.
+            stream = pool.imap(_prepare, [item for batch in batches for item in batch], chunksize=4)
+            for batch in batches:
+                yield [next(stream) for _ in batch]
+
+        start = None
+        for n, batch in enumerate(prepared_batches()):
+            if n == args.warmup_batches:
+                if detector.device.type == "cuda":
+                    torch.cuda.synchronize()
+                start, regions = time.perf_counter(), 0
+            records, pixels, sizes = zip(*batch)
+            detections = detector.detect(
+                list(pixels),
+                list(sizes),
+                [[p.text for p in r.phrases] for r in records],
+                args.threshold,
+                args.top_k,
+                config.query_buckets,
+            )
+            for record, det in zip(records, detections):
+                regions += len(filter_detections(record, det, filter_config).regions)
+        if detector.device.type == "cuda":
+            torch.cuda.synchronize()
+    timed = len(items) - args.warmup_batches * args.batch
+    seconds = time.perf_counter() - start
+    return {
+        "img_per_s": round(timed / seconds, 2),
+        "images_timed": timed,
+        "regions_per_image": round(regions / timed, 2),
+    }
+
+
+def run_model_only(detector, items, args, config: DetectConfig) -> dict:
+    import torch
+
+    _init_worker(config)
+    batch = [_prepare(item) for item in items[: args.batch]]
+    records, pixels, sizes = zip(*batch)
+    phrases, index, mask = detector.query_inputs([[p.text for p in r.phrases] for r in records], config.query_buckets)
+    x = detector.pixel_values(list(pixels), list(sizes))
+    steps = max(2, args.images // args.batch)
+    with torch.inference_mode():
+        for _ in range(args.warmup_batches):
+            detector.forward(x, phrases, index, mask)
+        if detector.device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(steps):
+            detector.forward(x, phrases, index, mask)
+        if detector.device.type == "cuda":
+            torch.cuda.synchronize()
+    return {
+        "img_per_s": round(steps * len(batch) / (time.perf_counter() - start), 2),
+        "images_timed": steps * len(batch),
+    }
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="owlv2-l14")
+    parser.add_argument("--image-size", type=int, default=448)
+    parser.add_argument("--queries", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--attn", default="sdpa")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--position-embedding", default="truncate")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    parser.add_argument("--threshold", type=float, default=0.1)
+    parser.add_argument("--top-k", type=int, default=12)
+    parser.add_argument("--warmup-batches", type=int, default=1)
+    parser.add_argument("--modes", default="e2e,model,equality")
+    parser.add_argument("--equality-images", type=int, default=64)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from vesl.models.architectures import random_model
+
+    device = resolve_device(args.device)
+    images, queries, source = load_inputs(args.queries)
+    total = args.images + args.warmup_batches * args.batch
+    items = [(i, images[i % len(images)], queries[i % len(queries)]) for i in range(total)]
+    config = DetectConfig(
+        image_size=args.image_size,
+        dtype=args.dtype,
+        batch_size=args.batch,
+        attn_implementation=args.attn,
+        compile=args.compile,
+        position_embedding=args.position_embedding,
+    )
+    tokenizer = build_clip_tokenizer()
+    model = random_model(args.arch, args.dtype, args.attn).to(device)
+    detector = Owlv2Detector(
+        model,
+        tokenizer,
+        device,
+        args.image_size,
+        args.dtype,
+        position_embedding=args.position_embedding,
+        compile_model=args.compile,
+    )
+    base = {
+        "bench": "detect",
+        "date": date.today().isoformat(),
+        "arch": args.arch,
+        "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
+        "image_size": args.image_size,
+        "queries": args.queries,
+        "batch": args.batch,
+        "dtype": args.dtype,
+        "attn": args.attn,
+        "compile": args.compile,
+        "position_embedding": args.position_embedding,
+        "threshold": args.threshold,
+        "top_k": args.top_k,
+        "inputs": source,
+        "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else (platform.processor() or "cpu"),
+        "cpus": os.cpu_count(),
+        "workers": args.workers,
+        "torch": torch.__version__,
+    }
+    results = []
+
+    def emit(mode: str, values: dict) -> None:
+        if device.startswith("cuda"):
+            values["gpu_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        line = {**base, "mode": mode, **values}
+        print(json.dumps(line), flush=True)
+        results.append(line)
+
+    modes = args.modes.split(",")
+    if "e2e" in modes:
+        emit("e2e", run_end_to_end(detector, items, args, config, FilterConfig(score_threshold=args.threshold)))
+    if "model" in modes:
+        emit("model", run_model_only(detector, items, args, config))
+    if "equality" in modes:
+        reference = Owlv2Detector(
+            random_model(args.arch, "float32", "eager").to(device),
+            tokenizer,
+            device,
+            args.image_size,
+            "float32",
+            position_embedding=args.position_embedding,
+            text_cache_size=0,
+        )
+        _init_worker(config)
+        prepared = [_prepare(item) for item in items[: args.equality_images]]
+        step = min(args.batch, 16)
+        batches = []
+        for i in range(0, len(prepared), step):
+            records, pixels, sizes = zip(*prepared[i : i + step])
+            batches.append((list(pixels), list(sizes), [[p.text for p in r.phrases] for r in records]))
+        report = check_fast_path(reference, detector, batches, args.threshold, args.top_k, config.query_buckets)
+        emit("equality", {"reference": "float32 eager, same weights", **report.to_dict()})
+    return results
+
+
+if __name__ == "__main__":
+    main()
