@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
@@ -19,11 +20,11 @@ import fsspec
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from vesl.config import VeslConfig
-from vesl.io.layout import OutputLayout
+from vesl.io.layout import OutputLayout, shard_output_id
 from vesl.io.readers import shard_format
 from vesl.models.checkpoint import CheckpointError, preflight
 from vesl.options import VeslOptions, config_from_options
-from vesl.pipeline import build_pipeline
+from vesl.pipeline import build_pipeline, output_layout
 from vesl.schema import Provenance
 
 DEFAULT_LOCAL_RUNNER = "FnApiRunner"
@@ -51,17 +52,38 @@ def expand_inputs(patterns: list[str]) -> list[str]:
     return sorted(shards)
 
 
-def prepare_output(output: str, overwrite: bool) -> OutputLayout:
-    layout = OutputLayout(output)
-    fs, _ = fsspec.core.url_to_fs(output)
-    existing = [d for d in (*layout.owned_dirs, layout.summary_path) if fs.exists(d)]
-    if existing and not overwrite:
-        raise UsageError(
-            f"{output!r} already holds VESL output ({', '.join(existing)}); pass --overwrite to replace it"
-        )
-    for path in existing:
-        fs.rm(path, recursive=True)
-    return layout
+@dataclass(frozen=True)
+class RunPlan:
+    """Which input shards this run processes, and which earlier runs committed (kept as they are)."""
+
+    to_process: list[str]
+    committed: dict[str, dict]  # shard id -> counts, for shards of this input set already committed
+
+
+def plan_run(shards: list[str], layout: OutputLayout, config: VeslConfig, overwrite: bool) -> RunPlan:
+    fs, root = fsspec.core.url_to_fs(layout.root)
+    stats_dir = f"{root.rstrip('/')}/stats"
+    suffix = layout.suffix("stats")
+    existing = {
+        p.rsplit("/", 1)[-1][: -len(suffix)]
+        for p in (fs.ls(stats_dir, detail=False) if fs.isdir(stats_dir) else [])
+        if p.endswith(suffix)
+    }
+    ids = {shard_output_id(path): path for path in shards}
+    done = sorted(set(ids) & existing) if not overwrite else []
+    committed: dict[str, dict] = {}
+    if done:
+        paths = [f"{stats_dir}/{shard_id}{suffix}" for shard_id in done]
+        for path, blob in fs.cat(paths).items():
+            stats = json.loads(blob)
+            digest = stats.get("provenance", {}).get("config_digest")
+            if digest != config.digest():
+                raise UsageError(
+                    f"{layout.root!r} holds shards made with another configuration (config digest {digest}, "
+                    f"this run {config.digest()}: {path}); pass --overwrite to redo them, or write elsewhere"
+                )
+            committed[stats["shard_id"]] = stats["counts"]
+    return RunPlan([ids[i] for i in sorted(ids) if i not in committed], committed)
 
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict[str, Any]:
@@ -90,10 +112,21 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     provenance = Provenance.for_run(
         config.preset, config.detect.checkpoint, config.detect.image_size, weights, config.digest()
     )
-    layout = prepare_output(vesl_options.output, vesl_options.overwrite)
+    layout = output_layout(config, vesl_options.output)
+    plan = plan_run(shards, layout, config, vesl_options.overwrite)
+    if plan.committed:
+        logging.getLogger("vesl").warning(
+            "resuming: %d of %d shards already committed in %s are kept (--overwrite redoes them)",
+            len(plan.committed),
+            len(shards),
+            vesl_options.output,
+        )
     pipeline = test_pipeline or beam.Pipeline(options=options)
-    build_pipeline(pipeline, config, shards, vesl_options.output, provenance)
+    build_pipeline(pipeline, config, plan.to_process, vesl_options.output, provenance, plan.committed)
     pipeline.run().wait_until_finish()
+    fs, _ = fsspec.core.url_to_fs(layout.root)
+    if fs.exists(layout.temp_root):
+        fs.rm(layout.temp_root, recursive=True)
     with fsspec.open(layout.summary_path, "r") as f:
         return json.load(f)
 
@@ -103,7 +136,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = [
         f"VESL {summary['provenance']['vesl_version']} - preset {summary['provenance']['preset']}, "
         f"detector {summary['provenance']['detector']} ({summary['provenance']['weights']})",
-        f"  read {counts['read']} = written {counts['written']} + rejected {counts['rejected']}"
+        f"  shards {counts['shards']}: read {counts['read']} = written {counts['written']}"
+        f" + rejected {counts['rejected']}"
         f"  [{'balanced' if counts['balanced'] else 'NOT BALANCED'}]",
         f"  phrases/image {counts['phrases_per_image']}, regions/image {counts['regions_per_image']}, "
         f"written with zero regions {counts['written_without_regions']}",
@@ -139,7 +173,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vesl: error: {exc}", file=sys.stderr)
         return 2
     print(format_summary(summary))
-    return 0 if summary["counts"]["balanced"] else 1
+    counts = summary["counts"]
+    failed = counts["rejected_by_stage"].get("detect", {}).get("inference_error", 0)
+    if failed:
+        print(
+            f"vesl: warning: {failed} records were rejected because a detector batch failed; see the rejects",
+            file=sys.stderr,
+        )
+    # Unbalanced counts, or a detector that failed on everything it was given, fail the command.
+    return 1 if not counts["balanced"] or (failed and counts["written"] == 0) else 0
 
 
 if __name__ == "__main__":

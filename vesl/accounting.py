@@ -12,11 +12,15 @@ from typing import Any
 
 from vesl.records import LabeledImage, Reject
 
-READ, WRITTEN, REJECTED = "read", "written", "rejected"
+SHARD, READ, WRITTEN, REJECTED = "shard", "read", "written", "rejected"
 # Regions-per-image histogram bins (lower bounds).
 HISTOGRAM_BINS = (0, 1, 2, 3, 5, 10, 20, 50, 100)
 
 Event = tuple
+
+
+def shard_event(_: object) -> Event:
+    return (SHARD,)
 
 
 def read_event(_: object) -> Event:
@@ -42,6 +46,7 @@ def _bin_label(n: int) -> str:
 
 @dataclass
 class Tally:
+    shards: int = 0
     read: int = 0
     written: int = 0
     rejected: int = 0
@@ -55,7 +60,9 @@ class Tally:
 
     def add(self, event: Event) -> Tally:
         kind = event[0]
-        if kind == READ:
+        if kind == SHARD:
+            self.shards += 1
+        elif kind == READ:
             self.read += 1
         elif kind == WRITTEN:
             _, n_phrases, n_regions, drops = event
@@ -76,15 +83,7 @@ class Tally:
         return self
 
     def merge(self, other: Tally) -> Tally:
-        for name in (
-            "read",
-            "written",
-            "rejected",
-            "phrases",
-            "regions",
-            "written_without_phrases",
-            "written_without_regions",
-        ):
+        for name in _SCALARS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.rejected_by.update(other.rejected_by)
         self.candidates_dropped.update(other.candidates_dropped)
@@ -101,6 +100,7 @@ class Tally:
             by_stage.setdefault(stage, {})[reason] = n
         order = {_bin_label(b): i for i, b in enumerate(HISTOGRAM_BINS)}
         return {
+            "shards": self.shards,
             "read": self.read,
             "written": self.written,
             "rejected": self.rejected,
@@ -115,3 +115,26 @@ class Tally:
             "regions_per_image_histogram": dict(sorted(self.regions_histogram.items(), key=lambda kv: order[kv[0]])),
             "candidates_dropped_by_reason": dict(sorted(self.candidates_dropped.items())),
         }
+
+    @classmethod
+    def from_dict(cls, counts: dict[str, Any]) -> Tally:
+        """Inverse of ``to_dict`` (per-shard stats files are merged into the run summary with it)."""
+        tally = cls(**{name: counts.get(name, 0) for name in _SCALARS})
+        for stage, reasons in counts.get("rejected_by_stage", {}).items():
+            for reason, n in reasons.items():
+                tally.rejected_by[(stage, reason)] += n
+        tally.candidates_dropped.update(counts.get("candidates_dropped_by_reason", {}))
+        tally.regions_histogram.update(counts.get("regions_per_image_histogram", {}))
+        return tally
+
+
+_SCALARS = (
+    "shards",
+    "read",
+    "written",
+    "rejected",
+    "phrases",
+    "regions",
+    "written_without_phrases",
+    "written_without_regions",
+)

@@ -68,9 +68,9 @@ class DetectConfig:
     model_copies: int | None = None  # with sharing: this many copies per machine (Beam's model_copies)
     attn_implementation: str = "sdpa"  # sdpa | eager (transformers' attention kernels)
     compile: bool = False  # torch.compile the image tower and heads (GPU; first batches compile)
-    # At an input size other than the checkpoint's: "truncate" the position-embedding grid to its
+    # At an input size below the checkpoint's: "truncate" the position-embedding grid to its
     # top-left part (what scenic, where OWLv2 comes from, does at inference) or "interpolate" it
-    # (transformers' bicubic resampling)
+    # (transformers' bicubic resampling). Larger inputs are always interpolated.
     position_embedding: str = "truncate"
     text_cache_size: int = 4096  # phrase embeddings kept on the device
 

@@ -1,8 +1,8 @@
 """build_pipeline(): the whole data flow, one labelled line per stage, top to bottom.
 
 shards -> ReadShards -> DropDuplicateKeys -> ExtractPhrases -> DetectRegions -> FilterRegions
-       -> WriteRegions (Parquet + TFRecord)
-every stage's rejects -> WriteRejects;  read/written/rejected events -> WriteSummary
+       -> WriteShardOutputs (per input shard: Parquet + TFRecord + rejects, then the stats file
+          that commits the shard; then summary.json)
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import apache_beam as beam
 
 from vesl import accounting
 from vesl.config import VeslConfig
-from vesl.io.layout import OutputLayout
+from vesl.io.layout import OutputLayout, shard_output_id
 from vesl.schema import BOX_CONVENTION, SCHEMA_VERSION, Provenance
 from vesl.transforms import RECORDS, REJECTS
 from vesl.transforms.dedup import DropDuplicateKeys
@@ -22,11 +22,19 @@ from vesl.transforms.detect import DetectRegions
 from vesl.transforms.filter import FilterRegions
 from vesl.transforms.phrases import ExtractPhrases
 from vesl.transforms.read import ReadShards
-from vesl.transforms.write import WriteRegions, WriteRejects, WriteSummary
+from vesl.transforms.write import WriteShardOutputs
 
 
-def summary_header(config: VeslConfig, provenance: Provenance, layout: OutputLayout, shards: Sequence[str]) -> dict:
-    outputs: dict[str, Any] = {"rejects": layout.rejects_glob, "summary": layout.summary_path}
+def output_layout(config: VeslConfig, output: str) -> OutputLayout:
+    return OutputLayout(output, tfrecord_gzip=config.write.tfrecord_compression == "gzip")
+
+
+def summary_header(config: VeslConfig, provenance: Provenance, layout: OutputLayout, n_shards: int) -> dict:
+    outputs: dict[str, Any] = {
+        "rejects": layout.rejects_glob,
+        "stats": layout.stats_glob,
+        "summary": layout.summary_path,
+    }
     if config.write.parquet:
         outputs["parquet"] = layout.parquet_glob
     if config.write.tfrecord:
@@ -35,34 +43,48 @@ def summary_header(config: VeslConfig, provenance: Provenance, layout: OutputLay
         "schema_version": SCHEMA_VERSION,
         "box_convention": BOX_CONVENTION,
         "provenance": provenance.__dict__,
-        "input_shards": len(shards),
+        "input_shards": n_shards,
         "outputs": outputs,
         "config": config.to_dict(),
     }
 
 
+def _keyed(event_fn):
+    return lambda item: (shard_output_id(item.shard if hasattr(item, "shard") else item.record.shard), event_fn(item))
+
+
 def build_pipeline(
-    p: beam.Pipeline, config: VeslConfig, shards: Sequence[str], output: str, provenance: Provenance
+    p: beam.Pipeline,
+    config: VeslConfig,
+    shards: Sequence[str],
+    output: str,
+    provenance: Provenance,
+    committed: dict[str, dict] | None = None,
 ) -> dict[str, beam.PCollection]:
-    layout = OutputLayout(output)
-    read = p | "ListShards" >> beam.Create(list(shards)) | "ReadShards" >> ReadShards(config.read)
-    unique = read[RECORDS] | "DropDuplicateKeys" >> DropDuplicateKeys()
+    """``shards``: the input shards this run processes. ``committed``: shard id -> counts of shards
+    of the same input set committed by earlier runs (kept as they are, counted in the summary)."""
+    committed = committed or {}
+    layout = output_layout(config, output)
+    paths = p | "ListShards" >> beam.Create(list(shards))
+    read = paths | "ReadShards" >> ReadShards(config.read)
+    unique = read[RECORDS] | "DropDuplicateKeys" >> DropDuplicateKeys(layout, tuple(sorted(committed)))
     phrased = unique[RECORDS] | "ExtractPhrases" >> ExtractPhrases(config.phrases)
     detected = phrased[RECORDS] | "DetectRegions" >> DetectRegions(
         config.detect, config.filter.score_threshold, config.write.write_image_bytes
     )
     labeled = detected[RECORDS] | "FilterRegions" >> FilterRegions(config.filter)
-    labeled[RECORDS] | "WriteRegions" >> WriteRegions(config.write, layout, provenance, config.to_json())
 
     stages = (read, unique, phrased, detected, labeled)
     rejects = [stage[REJECTS] for stage in stages] | "AllRejects" >> beam.Flatten()
-    rejects | "WriteRejects" >> WriteRejects(layout)
-
     events = (
-        read[RECORDS] | "ReadEvents" >> beam.Map(accounting.read_event),
-        read[REJECTS] | "ReadRejectEvents" >> beam.Map(accounting.read_event),
-        labeled[RECORDS] | "WrittenEvents" >> beam.Map(accounting.written_event),
-        rejects | "RejectedEvents" >> beam.Map(accounting.rejected_event),
+        paths | "ShardEvents" >> beam.Map(lambda path: (shard_output_id(path), accounting.shard_event(path))),
+        read[RECORDS] | "ReadEvents" >> beam.Map(_keyed(accounting.read_event)),
+        read[REJECTS] | "ReadRejectEvents" >> beam.Map(_keyed(accounting.read_event)),
+        labeled[RECORDS] | "WrittenEvents" >> beam.Map(_keyed(accounting.written_event)),
+        rejects | "RejectedEvents" >> beam.Map(_keyed(accounting.rejected_event)),
     ) | "AllEvents" >> beam.Flatten()
-    events | "WriteSummary" >> WriteSummary(layout, summary_header(config, provenance, layout, shards))
-    return {"labeled": labeled[RECORDS], "rejects": rejects, "events": events}
+    header = summary_header(config, provenance, layout, len(shards) + len(committed))
+    summary = (labeled[RECORDS], rejects, events, paths) | "WriteShardOutputs" >> WriteShardOutputs(
+        config.write, layout, provenance, config.to_json(), header, list(committed.values())
+    )
+    return {"labeled": labeled[RECORDS], "rejects": rejects, "events": events, "summary": summary}

@@ -234,10 +234,19 @@ def test_summary_file_and_text(run_output):
     assert "balanced" in text and "rejected at decode" in text
 
 
-def test_existing_output_needs_overwrite(run_output, tiny_checkpoint):
+def test_output_with_another_config_needs_overwrite(run_output, tiny_checkpoint):
     _, out, _, _ = run_output
-    with pytest.raises(UsageError, match="--overwrite"):
+    with pytest.raises(UsageError, match="another configuration"):
         run(["--input", str(out.parent / "input" / "*"), "--output", str(out), "--checkpoint", tiny_checkpoint])
+
+
+def test_one_file_set_per_input_shard_and_no_temporary_files_left(run_output):
+    summary, out, _, _ = run_output
+    ids = sorted(p.stem for p in (out / "stats").glob("*.json"))
+    assert len(ids) == summary["counts"]["shards"] == summary["input_shards"] == 5
+    for fmt, suffix in (("parquet", ".parquet"), ("tfrecord", ".tfrecord"), ("rejects", ".jsonl")):
+        assert sorted(p.name[: -len(suffix)] for p in (out / fmt).iterdir()) == ids, fmt
+    assert not (out / "_temporary").exists()
 
 
 def test_missing_inputs_and_bad_checkpoint_fail_before_running(tmp_path, tiny_checkpoint):

@@ -142,3 +142,46 @@ def test_manifest(tmp_path, photo_samples):
     assert rejects["gone"].reason == Reason.IMAGE_NOT_FOUND
     assert rejects["nocap"].reason == Reason.MISSING_CAPTION
     assert rejects[""].reason == Reason.BAD_MANIFEST_LINE and "line 3" in rejects[""].detail
+
+
+class FlakyFiles:
+    """An fsspec filesystem over local files whose reads fail with ConnectionError a set number of
+    times, part-way through the file (a dropped connection)."""
+
+    failures = 0
+
+    @classmethod
+    def register(cls):
+        import fsspec
+        from fsspec.implementations.local import LocalFileOpener, LocalFileSystem
+
+        class FlakyOpener(LocalFileOpener):
+            def read(self, size=-1):
+                if FlakyFiles.failures and self.tell() > 2000:
+                    FlakyFiles.failures -= 1
+                    raise ConnectionError("connection reset by peer (simulated)")
+                return super().read(size)
+
+        class FlakyFileSystem(LocalFileSystem):
+            protocol = "flaky"
+
+            def _open(self, path, mode="rb", **kwargs):
+                return FlakyOpener(self._strip_protocol(path), mode, fs=self, **kwargs)
+
+            @classmethod
+            def _strip_protocol(cls, path):
+                return path[len("flaky://") :] if path.startswith("flaky://") else path
+
+        fsspec.register_implementation("flaky", FlakyFileSystem, clobber=True)
+
+
+def test_transient_storage_errors_are_retried_without_losing_or_repeating_records(tmp_path, photo_samples):
+    FlakyFiles.register()
+    path = write_webdataset(str(tmp_path / "f.tar"), photo_samples)
+    FlakyFiles.failures = 2
+    items = list(read_shard("flaky://" + path, CFG, base_delay_s=0.0))
+    assert [i.key for i in items] == [s.key for s in photo_samples] and FlakyFiles.failures == 0
+    FlakyFiles.failures = 10  # more failures than attempts: the rest of the shard is rejected, saying why
+    items = list(read_shard("flaky://" + path, CFG, attempts=3, base_delay_s=0.0))
+    assert items[-1].reason == Reason.UNREADABLE_SHARD and "after 3 attempts" in items[-1].detail
+    assert all(isinstance(i, ImageRecord) for i in items[:-1])

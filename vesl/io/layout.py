@@ -1,43 +1,80 @@
-"""The output folder of a run (all paths may be local or gs://):
+"""The output folder of a run: one set of files per input shard (all paths local or gs://).
 
-OUTPUT/parquet/regions-SSSSS-of-NNNNN.parquet     one row per written image
-OUTPUT/tfrecord/regions-SSSSS-of-NNNNN.tfrecord   one tf.train.Example per written image (.gz when gzipped)
-OUTPUT/rejects/rejects-SSSSS-of-NNNNN.jsonl       one JSON object per rejected record
-OUTPUT/summary.json                               counts, config, provenance, schema version
+    OUTPUT/parquet/SHARD.parquet       one row per written image of that input shard
+    OUTPUT/tfrecord/SHARD.tfrecord     one tf.train.Example per written image (.tfrecord.gz when gzipped)
+    OUTPUT/rejects/SHARD.jsonl         one JSON object per rejected record of that shard
+    OUTPUT/stats/SHARD.json            the shard's counts; written last: its presence commits the shard
+    OUTPUT/summary.json                counts of every committed shard of the run, config, provenance
+    OUTPUT/_temporary/                 files being written (removed when a run succeeds)
+
+SHARD is ``shard_output_id(input path)``: the input file's name without extensions plus a hash of the
+full path, so it is the same in every run and two inputs never collide. A rerun into the same OUTPUT
+skips shards whose stats file exists (``--overwrite`` redoes them).
 """
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
+import re
 from dataclasses import dataclass
+
+FORMATS = ("parquet", "tfrecord", "rejects")
+TEMP_DIR = "_temporary"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def shard_output_id(path: str) -> str:
+    base = posixpath.basename(path.rstrip("/"))
+    for ext in (".tar.gz", ".tgz", ".tar", ".parquet", ".jsonl", ".json"):
+        if base.lower().endswith(ext):
+            base = base[: -len(ext)]
+            break
+    stem = _UNSAFE.sub("_", base).strip("._") or "shard"
+    return f"{stem[:80]}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
 
 
 @dataclass(frozen=True)
 class OutputLayout:
     root: str
+    tfrecord_gzip: bool = False
 
     def _join(self, *parts: str) -> str:
         return posixpath.join(self.root.rstrip("/"), *parts)
 
-    @property
-    def parquet_prefix(self) -> str:
-        return self._join("parquet", "regions")
+    def suffix(self, fmt: str) -> str:
+        return {
+            "parquet": ".parquet",
+            "tfrecord": ".tfrecord.gz" if self.tfrecord_gzip else ".tfrecord",
+            "rejects": ".jsonl",
+            "stats": ".json",
+        }[fmt]
+
+    def dir(self, fmt: str) -> str:
+        return self._join(fmt)
+
+    def path(self, fmt: str, shard_id: str) -> str:
+        return self._join(fmt, shard_id + self.suffix(fmt))
+
+    def glob(self, fmt: str) -> str:
+        return self._join(fmt, "*" + self.suffix(fmt))
+
+    def temp_dir(self, fmt: str) -> str:
+        """Where Beam's file sinks write before renaming (removed after a successful run)."""
+        return self._join(TEMP_DIR, fmt)
 
     @property
-    def tfrecord_prefix(self) -> str:
-        return self._join("tfrecord", "regions")
-
-    @property
-    def rejects_prefix(self) -> str:
-        return self._join("rejects", "rejects")
+    def temp_root(self) -> str:
+        return self._join(TEMP_DIR)
 
     @property
     def summary_path(self) -> str:
         return self._join("summary.json")
 
+    # Shorthands used by readers, docs and tests.
     @property
     def parquet_glob(self) -> str:
-        return self._join("parquet", "*.parquet")
+        return self.glob("parquet")
 
     @property
     def tfrecord_glob(self) -> str:
@@ -45,8 +82,8 @@ class OutputLayout:
 
     @property
     def rejects_glob(self) -> str:
-        return self._join("rejects", "*.jsonl")
+        return self.glob("rejects")
 
     @property
-    def owned_dirs(self) -> tuple[str, ...]:
-        return (self._join("parquet"), self._join("tfrecord"), self._join("rejects"))
+    def stats_glob(self) -> str:
+        return self.glob("stats")

@@ -44,7 +44,62 @@ def shard_format(path: str) -> str | None:
     return None
 
 
-def read_shard(path: str, cfg: ReadConfig) -> Iterator[Item]:
+# Storage errors worth retrying (the connection, not the data): the whole shard is read again and the
+# records already passed on are skipped, so a flaky network costs time, never records.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
+try:  # gcsfs reports HTTP 5xx/429 as its own error type
+    from gcsfs.retry import HttpError as _GcsHttpError
+
+    TRANSIENT_ERRORS += (_GcsHttpError,)
+except ImportError:  # pragma: no cover
+    pass
+RETRY_ATTEMPTS = 4
+RETRY_BASE_DELAY_S = 0.5
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)):
+        return False
+    code = getattr(exc, "code", None)
+    if code is not None and type(exc).__name__ == "HttpError":
+        return code == 429 or 500 <= int(code) < 600
+    return isinstance(exc, TRANSIENT_ERRORS)
+
+
+def read_shard(
+    path: str, cfg: ReadConfig, attempts: int = RETRY_ATTEMPTS, base_delay_s: float = RETRY_BASE_DELAY_S
+) -> Iterator[Item]:
+    """Records and rejects of one shard, in order. Transient storage errors restart the read with
+    exponential backoff, skipping what was already yielded; after ``attempts`` the rest of the shard
+    is rejected in one ``unreadable_shard`` reject saying so."""
+    import time
+
+    emitted = 0
+    for attempt in range(attempts):
+        try:
+            for position, item in enumerate(_read_shard_once(path, cfg)):
+                if position >= emitted:
+                    emitted += 1
+                    yield item
+            return
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            if attempt == attempts - 1:
+                yield Reject(
+                    "",
+                    path,
+                    SHARD_INDEX,
+                    Stage.READ,
+                    Reason.UNREADABLE_SHARD,
+                    f"storage error persisted after {attempts} attempts, {emitted} records read "
+                    f"({type(exc).__name__}: {exc})",
+                )
+                return
+            time.sleep(base_delay_s * 2**attempt)
+
+
+def _read_shard_once(path: str, cfg: ReadConfig) -> Iterator[Item]:
     fmt = shard_format(path)
     if fmt is None:
         yield Reject(
@@ -167,6 +222,8 @@ def read_webdataset(path: str, cfg: ReadConfig) -> Iterator[Item]:
                     raise tarfile.ReadError(f"member {member.name} has {len(data)} of {member.size} bytes")
                 files[ext] = data
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        if is_transient(exc):
+            raise
         if key is None and index == 0:
             yield _shard_reject(path, exc)
         else:
@@ -224,6 +281,8 @@ def read_parquet(path: str, cfg: ReadConfig, batch_rows: int = 256) -> Iterator[
                     )
                     index += 1
     except Exception as exc:  # pyarrow raises ArrowInvalid/OSError on damaged files
+        if is_transient(exc):
+            raise
         if index == 0:
             yield _shard_reject(path, exc)
         else:
@@ -248,6 +307,8 @@ def read_manifest(path: str, cfg: ReadConfig) -> Iterator[Item]:
     try:
         f = fsspec.open(path, "rb").open()
     except Exception as exc:
+        if is_transient(exc):
+            raise
         yield _shard_reject(path, exc)
         return
     with f:
@@ -269,8 +330,11 @@ def read_manifest(path: str, cfg: ReadConfig) -> Iterator[Item]:
             try:
                 with fsspec.open(image_path, "rb") as image_file:
                     image = image_file.read()
-            except (FileNotFoundError, IsADirectoryError) as exc:
-                yield Reject(str(key), path, index, Stage.READ, Reason.IMAGE_NOT_FOUND, f"{image_path}: {exc}")
+            except Exception as exc:
+                if is_transient(exc):
+                    raise  # the shard is read again
+                detail = f"{image_path}: {type(exc).__name__}: {exc}"
+                yield Reject(str(key), path, index, Stage.READ, Reason.IMAGE_NOT_FOUND, detail)
                 continue
             yield make_record(
                 str(key), path, index, caption if isinstance(caption, str) else None, image, entry.get("url"), cfg

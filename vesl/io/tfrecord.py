@@ -52,3 +52,9 @@ def read_tfrecord_file(path: str, verify_crc: bool = True) -> Iterator[bytes]:
     with fsspec.open(path, "rb") as raw:
         stream = gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
         yield from iter_tfrecords(stream, verify_crc, source=path)
+
+
+def frame_record(data: bytes) -> bytes:
+    """One TFRecord: length, masked CRC of the length, data, masked CRC of the data."""
+    length = struct.pack("<Q", len(data))
+    return length + struct.pack("<I", masked_crc32c(length)) + data + struct.pack("<I", masked_crc32c(data))

@@ -98,7 +98,9 @@ class Owlv2Detector:
         # At another size than the checkpoint's, position embeddings are adapted (and box biases are
         # computed for the new grid): interpolated (transformers) or truncated (scenic).
         self.interpolate_pos_encoding = image_size != vision.image_size
-        if self.interpolate_pos_encoding and position_embedding == "truncate":
+        # Truncation only exists for smaller inputs (scenic supports no larger ones); a larger input
+        # is interpolated whatever the setting.
+        if self.interpolate_pos_encoding and position_embedding == "truncate" and image_size < vision.image_size:
             embeddings = model.owlv2.vision_model.embeddings
             embeddings.interpolate_pos_encoding = lambda emb, h, w: truncate_position_embedding(embeddings, h, w)
         self.position_embedding = position_embedding

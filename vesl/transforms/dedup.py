@@ -1,15 +1,20 @@
 """DropDuplicateKeys: a key read twice is written once.
 
 The first occurrence (by shard path, then position in the shard) wins, so which copy survives does
-not depend on the runner; the others are rejected as ``duplicate_key`` naming the winner. The
-GroupByKey also spreads records over workers before the expensive stages (it replaces a Reshuffle).
+not depend on the runner; the others are rejected as ``duplicate_key`` naming the winner. On a
+resumed run, the keys of shards committed earlier take part as "ghosts" (they are not written
+again), so the outcome equals a clean run's. The GroupByKey also spreads records over workers before
+the expensive stages (it replaces a Reshuffle).
 """
 
 from __future__ import annotations
 
+import json
+
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from vesl.io.layout import OutputLayout
 from vesl.records import Reason, Reject, Stage
 from vesl.transforms import METRICS_NAMESPACE, RECORDS, REJECTS
 
@@ -19,21 +24,70 @@ class KeepFirstFn(beam.DoFn):
         self.duplicates = Metrics.counter(METRICS_NAMESPACE, "duplicate_keys")
 
     def process(self, keyed):
-        _, records = keyed
-        ordered = sorted(records, key=lambda r: (r.shard, r.index))
-        first = ordered[0]
-        yield first
-        for dup in ordered[1:]:
-            self.duplicates.inc()
-            detail = f"key already read from {first.shard} record {first.index}"
-            yield beam.pvalue.TaggedOutput(REJECTS, Reject.of(dup, Stage.DEDUP, Reason.DUPLICATE_KEY, detail))
+        _, entries = keyed
+        entries = sorted(entries, key=lambda e: (e[1], e[2]))  # (kind, shard, index, record)
+        _, first_shard, first_index, _ = entries[0]
+        for kind, shard, index, record in entries:
+            if kind != "record":
+                continue
+            if (shard, index) == (first_shard, first_index):
+                yield record
+            else:
+                self.duplicates.inc()
+                detail = f"key already read from {first_shard} record {first_index}"
+                yield beam.pvalue.TaggedOutput(REJECTS, Reject.of(record, Stage.DEDUP, Reason.DUPLICATE_KEY, detail))
+
+
+class ReadCommittedKeysFn(beam.DoFn):
+    """Keys that reached the dedup stage in a committed shard: its written rows and its rejects from
+    any stage after reading."""
+
+    def __init__(self, layout: OutputLayout):
+        self.layout = layout
+
+    def process(self, shard_id: str):
+        import fsspec
+        import pyarrow.parquet as pq
+
+        with open_stats(self.layout, shard_id) as f:
+            stats = json.load(f)
+        shard = stats["input"]
+        parquet = stats["files"].get("parquet")
+        if parquet:
+            with fsspec.open(parquet, "rb") as f:
+                table = pq.read_table(f, columns=["key", "source_index"])
+            for key, index in zip(table.column("key").to_pylist(), table.column("source_index").to_pylist()):
+                yield key, ("ghost", shard, index, None)
+        with fsspec.open(stats["files"]["rejects"], "r") as f:
+            for line in f:
+                reject = json.loads(line)
+                if reject["stage"] != Stage.READ:
+                    yield reject["key"], ("ghost", shard, reject["index"], None)
+
+
+def open_stats(layout: OutputLayout, shard_id: str):
+    import fsspec
+
+    return fsspec.open(layout.path("stats", shard_id), "r")
 
 
 class DropDuplicateKeys(beam.PTransform):
+    def __init__(self, layout: OutputLayout | None = None, committed_shard_ids: tuple[str, ...] = ()):
+        super().__init__()
+        self.layout = layout
+        self.committed_shard_ids = committed_shard_ids
+
     def expand(self, records):
+        keyed = records | "ByKey" >> beam.Map(lambda r: (r.key, ("record", r.shard, r.index, r)))
+        if self.committed_shard_ids:
+            ghosts = (
+                records.pipeline
+                | "CommittedShards" >> beam.Create(list(self.committed_shard_ids))
+                | "ReadCommittedKeys" >> beam.ParDo(ReadCommittedKeysFn(self.layout))
+            )
+            keyed = (keyed, ghosts) | "WithCommittedKeys" >> beam.Flatten()
         return (
-            records
-            | "ByKey" >> beam.Map(lambda r: (r.key, r))
+            keyed
             | "GroupByKey" >> beam.GroupByKey()
             | "KeepFirst" >> beam.ParDo(KeepFirstFn()).with_outputs(REJECTS, main=RECORDS)
         )

@@ -1,76 +1,149 @@
-"""WriteRegions / WriteRejects / WriteSummary: Beam's file sinks over the schema module's rows."""
+"""WriteShardOutputs: per input shard, Parquet + TFRecord + rejects files through Beam's file sinks
+(``fileio.WriteToFiles``, which writes to a temporary name and renames), then the shard's stats file,
+written last and atomically: its presence commits the shard. Then summary.json for the whole run.
+
+Files are named after the input shard (``vesl.io.layout``), so a rerun rewrites exactly the shards it
+redoes and a shard is either committed with all its files or not committed at all.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import time
+import uuid
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.value_provider import StaticValueProvider
 
 from vesl.accounting import Tally
 from vesl.config import WriteConfig
-from vesl.io.layout import OutputLayout
+from vesl.io.layout import OutputLayout, shard_output_id
 from vesl.io.tfexample import encode_example
+from vesl.io.tfrecord import frame_record
 from vesl.schema import Provenance, parquet_schema, to_parquet_row, to_tf_features
 
-
-class WriteRegions(beam.PTransform):
-    """LabeledImage -> Parquet rows and/or tf.train.Example records."""
-
-    def __init__(self, config: WriteConfig, layout: OutputLayout, provenance: Provenance, config_json: str):
-        super().__init__()
-        self.config = config
-        self.layout = layout
-        self.provenance = provenance
-        self.config_json = config_json
-
-    def expand(self, labeled):
-        cfg, provenance, include = self.config, self.provenance, self.config.write_image_bytes
-        results = {}
-        if cfg.parquet:
-            results["parquet"] = (
-                labeled
-                | "ToParquetRow" >> beam.Map(to_parquet_row, provenance, include)
-                | "WriteParquet"
-                >> beam.io.WriteToParquet(
-                    self.layout.parquet_prefix,
-                    parquet_schema(self.config_json),
-                    codec=cfg.parquet_compression,
-                    file_name_suffix=".parquet",
-                    num_shards=cfg.num_shards,
-                )
-            )
-        if cfg.tfrecord:
-            gzip = cfg.tfrecord_compression == "gzip"
-            results["tfrecord"] = (
-                labeled
-                | "ToExample" >> beam.Map(lambda item: encode_example(to_tf_features(item, provenance, include)))
-                | "WriteTFRecord"
-                >> beam.io.WriteToTFRecord(
-                    self.layout.tfrecord_prefix,
-                    file_name_suffix=".tfrecord.gz" if gzip else ".tfrecord",
-                    compression_type=beam.io.filesystem.CompressionTypes.GZIP
-                    if gzip
-                    else beam.io.filesystem.CompressionTypes.UNCOMPRESSED,
-                    num_shards=cfg.num_shards,
-                )
-            )
-        return results
+_CODECS = {"none": "NONE", "zstd": "ZSTD", "snappy": "SNAPPY", "gzip": "GZIP"}
 
 
-class WriteRejects(beam.PTransform):
-    def __init__(self, layout: OutputLayout, num_shards: int = 0):
-        super().__init__()
-        self.layout = layout
-        self.num_shards = num_shards
+class ParquetSink(fileio.FileSink):
+    """Rows (dicts of the schema module's layout) -> one Parquet file, in row groups."""
 
-    def expand(self, rejects):
-        return (
-            rejects
-            | "ToJson" >> beam.Map(lambda r: json.dumps(r.to_json_dict(), ensure_ascii=False, sort_keys=True))
-            | "WriteJsonl"
-            >> beam.io.WriteToText(self.layout.rejects_prefix, file_name_suffix=".jsonl", num_shards=self.num_shards)
+    def __init__(self, schema, compression: str, rows_per_group: int = 1000):
+        self.schema = schema
+        self.compression = _CODECS[compression]
+        self.rows_per_group = rows_per_group
+
+    def open(self, fh) -> None:
+        import pyarrow.parquet as pq
+
+        self._writer = pq.ParquetWriter(fh, self.schema, compression=self.compression)
+        self._rows: list[dict] = []
+
+    def write(self, row: dict) -> None:
+        self._rows.append(row)
+        if len(self._rows) >= self.rows_per_group:
+            self._write_rows()
+
+    def _write_rows(self) -> None:
+        import pyarrow as pa
+
+        if self._rows:
+            self._writer.write_table(pa.Table.from_pylist(self._rows, schema=self.schema))
+            self._rows = []
+
+    def flush(self) -> None:
+        if self._writer is not None:
+            self._write_rows()
+            self._writer.close()  # writes the footer; the file handle stays Beam's to close
+            self._writer = None
+
+
+class TFRecordSink(fileio.FileSink):
+    """Serialized tf.train.Example bytes -> one TFRecord file (gzip through Beam when asked)."""
+
+    def __init__(self, gzip: bool = False):
+        self.gzip = gzip
+
+    def create_metadata(self, destination: str, full_file_name: str):
+        return fileio.FileMetadata(
+            mime_type="application/octet-stream",
+            compression_type=CompressionTypes.GZIP if self.gzip else CompressionTypes.UNCOMPRESSED,
         )
+
+    def open(self, fh) -> None:
+        self._fh = fh
+
+    def write(self, record: bytes) -> None:
+        self._fh.write(frame_record(record))
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+
+class JsonLinesSink(fileio.TextSink):
+    """Dicts -> one JSON object per line."""
+
+    def write(self, record: dict) -> None:
+        super().write(json.dumps(record, ensure_ascii=False, sort_keys=True))
+
+
+def _named(layout: OutputLayout, fmt: str):
+    suffix = layout.suffix(fmt)
+    return lambda window, pane, shard_index, total_shards, compression, destination: destination + suffix
+
+
+def write_empty_file(path: str, sink: fileio.FileSink) -> None:
+    """A shard with no record of a format still gets its (empty, valid) file."""
+    metadata = sink.create_metadata("", path)
+    with FileSystems.create(path, mime_type=metadata.mime_type, compression_type=metadata.compression_type) as fh:
+        sink.open(fh)
+        sink.flush()
+
+
+def write_atomically(path: str, text: str) -> None:
+    temp = f"{path}.tmp-{uuid.uuid4().hex}"
+    with FileSystems.create(temp) as fh:
+        fh.write(text.encode("utf-8"))
+    FileSystems.rename([temp], [path])
+
+
+class CommitShardFn(beam.DoFn):
+    """Once every file of a shard is in place, write its stats file (the commit) and pass its tally on."""
+
+    def __init__(self, layout: OutputLayout, sinks: dict[str, Any], header: dict[str, Any]):
+        self.layout = layout
+        self.sinks = sinks
+        self.header = header
+
+    def process(self, element):
+        shard_id, grouped = element
+        tally = Tally()
+        for part in grouped["tally"]:
+            tally.merge(part)
+        files = {}
+        for fmt, sink in self.sinks.items():
+            path = self.layout.path(fmt, shard_id)
+            if not list(grouped[fmt]):
+                write_empty_file(path, sink)
+            files[fmt] = path
+        # Fault injection for the kill-and-rerun test: hold each commit so the run can be killed midway.
+        time.sleep(float(os.environ.get("VESL_TEST_COMMIT_DELAY_S", "0")))
+        inputs = sorted(set(grouped["input"]))
+        stats = {
+            **self.header,
+            "shard_id": shard_id,
+            "input": inputs[0] if inputs else None,
+            "files": files,
+            "counts": tally.to_dict(),
+        }
+        write_atomically(self.layout.path("stats", shard_id), json.dumps(stats, indent=2))
+        yield tally
 
 
 class TallyFn(beam.CombineFn):
@@ -80,32 +153,125 @@ class TallyFn(beam.CombineFn):
     def add_input(self, tally: Tally, event) -> Tally:
         return tally.add(event)
 
-    def merge_accumulators(self, tallies) -> Tally:
+    def merge_accumulators(self, tallies: Iterable[Tally]) -> Tally:
         merged = Tally()
         for tally in tallies:
             merged.merge(tally)
         return merged
 
+    def extract_output(self, tally: Tally) -> Tally:
+        return tally
+
+
+class MergeTalliesFn(TallyFn):
+    def add_input(self, tally: Tally, other: Tally) -> Tally:
+        return tally.merge(other)
+
     def extract_output(self, tally: Tally) -> dict[str, Any]:
         return tally.to_dict()
 
 
-def summary_document(counts: dict[str, Any], header: dict[str, Any]) -> str:
-    return json.dumps({**header, "counts": counts}, indent=2, sort_keys=False)
+class WriteShardOutputs(beam.PTransform):
+    """(labeled images, rejects, keyed accounting events, input shard paths) -> committed shards and
+    summary.json. ``previous`` are the tallies of shards committed by earlier runs that this run keeps."""
 
-
-class WriteSummary(beam.PTransform):
-    """Accounting events -> OUTPUT/summary.json (one file, written by the pipeline on any runner)."""
-
-    def __init__(self, layout: OutputLayout, header: dict[str, Any]):
+    def __init__(
+        self,
+        config: WriteConfig,
+        layout: OutputLayout,
+        provenance: Provenance,
+        config_json: str,
+        summary_header: dict[str, Any],
+        previous: Sequence[dict[str, Any]] = (),
+    ):
         super().__init__()
+        self.config = config
         self.layout = layout
-        self.header = header
+        self.provenance = provenance
+        self.config_json = config_json
+        self.summary_header = summary_header
+        self.previous = list(previous)
 
-    def expand(self, events):
-        return (
-            events
-            | "Tally" >> beam.CombineGlobally(TallyFn())
-            | "ToJson" >> beam.Map(summary_document, self.header)
-            | "WriteJson" >> beam.io.WriteToText(self.layout.summary_path, num_shards=1, shard_name_template="")
+    def expand(self, inputs):
+        labeled, rejects, events, shard_paths = inputs
+        cfg, layout, provenance, include = self.config, self.layout, self.provenance, self.config.write_image_bytes
+        by_shard = lambda item: shard_output_id(item.record.shard)  # noqa: E731
+        sinks: dict[str, fileio.FileSink] = {}
+        written: dict[str, beam.PCollection] = {}
+        if cfg.parquet:
+            sinks["parquet"] = ParquetSink(parquet_schema(self.config_json), cfg.parquet_compression)
+            written["parquet"] = (
+                labeled
+                | "ToParquetRow" >> beam.Map(lambda item: (by_shard(item), to_parquet_row(item, provenance, include)))
+                | "WriteParquet" >> self._write("parquet", sinks["parquet"])
+            )
+        if cfg.tfrecord:
+            sinks["tfrecord"] = TFRecordSink(gzip=cfg.tfrecord_compression == "gzip")
+            written["tfrecord"] = (
+                labeled
+                | "ToExample"
+                >> beam.Map(lambda item: (by_shard(item), encode_example(to_tf_features(item, provenance, include))))
+                | "WriteTFRecord" >> self._write("tfrecord", sinks["tfrecord"])
+            )
+        sinks["rejects"] = JsonLinesSink()
+        written["rejects"] = (
+            rejects
+            | "ToRejectJson" >> beam.Map(lambda r: (shard_output_id(r.shard), r.to_json_dict()))
+            | "WriteRejects" >> self._write("rejects", sinks["rejects"])
         )
+        grouped = {
+            "tally": events | "TallyPerShard" >> beam.CombinePerKey(TallyFn()),
+            "input": shard_paths | "KeyInputs" >> beam.Map(lambda path: (shard_output_id(path), path)),
+        }
+        for fmt, results in written.items():
+            grouped[fmt] = results | f"Key{fmt.title()}Files" >> beam.Map(lambda r: (r.destination, r.file_name))
+        header = {key: self.summary_header[key] for key in ("schema_version", "provenance")}
+        committed = (
+            grouped
+            | "GroupShardFiles" >> beam.CoGroupByKey()
+            | "CommitShards" >> beam.ParDo(CommitShardFn(layout, sinks, header))
+        )
+        previous = [Tally.from_dict(p) for p in self.previous]
+        summary_header = self.summary_header
+        return (
+            (committed, committed.pipeline | "PreviousShards" >> beam.Create(previous))
+            | "AllShards" >> beam.Flatten()
+            | "MergeShardCounts" >> beam.CombineGlobally(MergeTalliesFn())
+            | "ToSummaryJson" >> beam.Map(lambda counts: json.dumps({**summary_header, "counts": counts}, indent=2))
+            | "WriteSummary" >> beam.io.WriteToText(layout.summary_path, num_shards=1, shard_name_template="")
+        )
+
+    def _write(self, fmt: str, sink: fileio.FileSink) -> beam.PTransform:
+        # max_writers_per_bundle=0 sends every record through WriteToFiles' grouped path, so each
+        # shard id gets exactly one file (per-bundle files would collide on the shard's name).
+        return fileio.WriteToFiles(
+            path=self.layout.dir(fmt),
+            destination=lambda keyed: keyed[0],
+            sink=lambda destination: _Unkeyed(sink),
+            file_naming=_named(self.layout, fmt),
+            shards=1,
+            max_writers_per_bundle=0,
+            # WriteToFiles reads its temp directory with .get() (a ValueProvider), not as a string.
+            temp_directory=StaticValueProvider(str, self.layout.temp_dir(fmt)),
+        )
+
+
+class _Unkeyed(fileio.FileSink):
+    """Feeds the value of (shard id, value) pairs to a sink."""
+
+    def __init__(self, sink: fileio.FileSink):
+        import copy
+
+        self.sink = copy.deepcopy(sink)  # one writer state per file
+
+    def create_metadata(self, destination, full_file_name):
+        return self.sink.create_metadata(destination, full_file_name)
+
+    def open(self, fh) -> None:
+        self.sink.open(fh)
+
+    def write(self, keyed) -> None:
+        self.sink.write(keyed[1])
+
+    def flush(self) -> None:
+        self.sink.flush()
