@@ -15,11 +15,12 @@ SAMPLE_DIR ?= out/sample
 CHECKPOINT ?= google/owlv2-large-patch14-finetuned
 RUNNER ?= FnApiRunner
 
-.PHONY: setup nltk-data sample test lint format lock clean help
+.PHONY: setup nltk-data sample test lint format lock clean help dataflow-dryrun dataflow-submit dataflow-image
 
 help:
 	@echo "make sample   set up .venv, build sample shards, run VESL on them (DirectRunner) -> $(SAMPLE_DIR)"
 	@echo "make test     set up .venv, run lint + the test suite (offline, CPU)"
+	@echo "make dataflow-dryrun | dataflow-image | dataflow-submit   (see README, Run on Dataflow)"
 	@echo "make lint | format | lock | clean"
 
 $(STAMP): pyproject.toml requirements/lock.txt requirements/dev.txt requirements/spacy-model.txt
@@ -68,6 +69,32 @@ lock:
 	/tmp/vesl-lock-venv/bin/pip install -q $(TORCH_SPEC) -e '.[dev]'
 	/tmp/vesl-lock-venv/bin/pip freeze | grep -viE '^(-e|vesl|torch==|en-core-web)' > /tmp/vesl-freeze.txt
 	@echo "review /tmp/vesl-freeze.txt and split it into requirements/lock.txt and requirements/dev.txt"
+
+# Dataflow. dataflow-dryrun works offline; the others need gcloud credentials.
+PROJECT ?=
+REGION ?= us-central1
+BUCKET ?=
+IMAGE ?= us-docker.pkg.dev/$(or $(PROJECT),my-project)/vesl/worker:latest
+GPU ?= nvidia-l4
+MAX_WORKERS ?= 100
+INPUT ?=
+OUTPUT ?=
+VESL_ARGS ?=
+WAIT ?= false
+DATAFLOW_FLAGS = --project $(or $(PROJECT),my-project) --region $(REGION) --bucket $(or $(BUCKET),gs://my-vesl-bucket) \
+	--image $(IMAGE) --gpu $(GPU) --max-workers $(MAX_WORKERS)
+
+dataflow-dryrun: setup
+	$(PYTHON) -m vesl.dataflow dryrun --out out/dataflow/job.json $(DATAFLOW_FLAGS) -- $(if $(INPUT),--input '$(INPUT)') $(if $(OUTPUT),--output $(OUTPUT)) $(VESL_ARGS)
+
+dataflow-image:
+	@test -n "$(PROJECT)" -a -n "$(BUCKET)" || { echo "usage: make dataflow-image PROJECT=... BUCKET=gs://... [IMAGE=...]"; exit 2; }
+	gcloud builds submit --project $(PROJECT) --config dataflow/cloudbuild.yaml --substitutions _IMAGE=$(IMAGE),_BUCKET=$(BUCKET) .
+
+dataflow-submit: setup
+	@test -n "$(PROJECT)" -a -n "$(BUCKET)" -a -n "$(INPUT)" -a -n "$(OUTPUT)" || { \
+	  echo "usage: make dataflow-submit PROJECT=... REGION=... BUCKET=gs://... INPUT='gs://.../*.tar' OUTPUT=gs://... [IMAGE=...] [GPU=nvidia-l4|none] [MAX_WORKERS=100] [VESL_ARGS='--preset grit']"; exit 2; }
+	$(PYTHON) -m vesl.dataflow submit $(DATAFLOW_FLAGS) -- --input '$(INPUT)' --output $(OUTPUT) --wait $(WAIT) $(VESL_ARGS)
 
 clean:
 	rm -rf out .cache .pytest_cache .ruff_cache

@@ -17,7 +17,7 @@ from typing import Any
 
 import apache_beam as beam
 import fsspec
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
 from vesl.config import VeslConfig
 from vesl.io.layout import OutputLayout, shard_output_id
@@ -86,8 +86,16 @@ def plan_run(shards: list[str], layout: OutputLayout, config: VeslConfig, overwr
     return RunPlan([ids[i] for i in sorted(ids) if i not in committed], committed)
 
 
+def is_dry_run(options: PipelineOptions) -> bool:
+    return bool(options.view_as(TestOptions).dry_run)
+
+
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict[str, Any]:
-    """Parse options, build and run the pipeline, return summary.json's content."""
+    """Parse options, build and run the pipeline, return summary.json's content.
+
+    With Beam's ``--dry_run`` (DataflowRunner), nothing is listed, checked or read: the pipeline is
+    built and handed to the runner, which returns the job without submitting it (``vesl.dataflow``
+    writes it out); the return value then holds the pipeline and the runner's result."""
     argv = list(sys.argv[1:] if argv is None else argv)
     options = PipelineOptions(argv)
     if options.view_as(StandardOptions).runner is None and test_pipeline is None:
@@ -99,6 +107,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         config: VeslConfig = config_from_options(vesl_options)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    dry_run = is_dry_run(options)
     runner = str(options.view_as(StandardOptions).runner or "").lower()
     if config.detect.device.startswith("cuda") and (test_pipeline is not None or runner in LOCAL_RUNNERS):
         from vesl.models.owlv2 import DeviceUnavailable, resolve_device
@@ -107,13 +116,17 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             resolve_device(config.detect.device)
         except DeviceUnavailable as exc:
             raise UsageError(str(exc)) from None
-    shards = expand_inputs(vesl_options.input)
-    weights = preflight(config.detect.checkpoint)
+    if dry_run:  # offline: the patterns stand for their shards; no listing, no checkpoint check
+        shards = sorted(p.strip() for chunk in vesl_options.input for p in chunk.split(",") if p.strip())
+        weights = "not checked (dry run)"
+    else:
+        shards = expand_inputs(vesl_options.input)
+        weights = preflight(config.detect.checkpoint)
     provenance = Provenance.for_run(
         config.preset, config.detect.checkpoint, config.detect.image_size, weights, config.digest()
     )
     layout = output_layout(config, vesl_options.output)
-    plan = plan_run(shards, layout, config, vesl_options.overwrite)
+    plan = RunPlan(shards, {}) if dry_run else plan_run(shards, layout, config, vesl_options.overwrite)
     if plan.committed:
         logging.getLogger("vesl").warning(
             "resuming: %d of %d shards already committed in %s are kept (--overwrite redoes them)",
@@ -122,8 +135,22 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             vesl_options.output,
         )
     pipeline = test_pipeline or beam.Pipeline(options=options)
-    build_pipeline(pipeline, config, plan.to_process, vesl_options.output, provenance, plan.committed)
-    pipeline.run().wait_until_finish()
+    build_pipeline(
+        pipeline,
+        config,
+        plan.to_process,
+        vesl_options.output,
+        provenance,
+        plan.committed,
+        detect_accelerator=vesl_options.detect_accelerator,
+    )
+    result = pipeline.run()
+    if dry_run:
+        return {"dry_run": True, "pipeline": pipeline, "result": result, "options": options, "config": config}
+    if not vesl_options.wait:
+        job_id = result.job_id() if hasattr(result, "job_id") else None
+        return {"submitted": True, "job_id": job_id, "output": vesl_options.output}
+    result.wait_until_finish()
     fs, _ = fsspec.core.url_to_fs(layout.root)
     if fs.exists(layout.temp_root):
         fs.rm(layout.temp_root, recursive=True)
@@ -172,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, CheckpointError) as exc:
         print(f"vesl: error: {exc}", file=sys.stderr)
         return 2
+    if summary.get("submitted"):
+        print(f"vesl: submitted job {summary['job_id']}; its outputs and summary.json will be in {summary['output']}")
+        return 0
     print(format_summary(summary))
     counts = summary["counts"]
     failed = counts["rejected_by_stage"].get("detect", {}).get("inference_error", 0)

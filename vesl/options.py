@@ -97,6 +97,21 @@ class VeslOptions(PipelineOptions):
             default=False,
             help="replace VESL outputs already in --output",
         )
+        parser.add_argument(
+            "--wait",
+            type=_bool,
+            nargs="?",
+            const=True,
+            default=True,
+            help="wait for the job to finish and print its summary (false: submit and return)",
+        )
+        parser.add_argument(
+            "--detect_accelerator",
+            default=None,
+            help="Beam resource hint for the detection stage only, e.g. "
+            "'type:nvidia-l4;count:1;install-nvidia-driver' (Dataflow: CPU stages need no GPU machine "
+            "where the runner supports per-transform hints)",
+        )
         for flag, _, _, kind, help_text in _FIELDS:
             parser.add_argument(f"--{flag}", type=kind, default=None, help=help_text)
 

@@ -60,18 +60,21 @@ def build_pipeline(
     output: str,
     provenance: Provenance,
     committed: dict[str, dict] | None = None,
+    detect_accelerator: str | None = None,
 ) -> dict[str, beam.PCollection]:
     """``shards``: the input shards this run processes. ``committed``: shard id -> counts of shards
-    of the same input set committed by earlier runs (kept as they are, counted in the summary)."""
+    of the same input set committed by earlier runs (kept as they are, counted in the summary).
+    ``detect_accelerator``: a Beam accelerator resource hint for the detection stage alone."""
     committed = committed or {}
     layout = output_layout(config, output)
     paths = p | "ListShards" >> beam.Create(list(shards))
     read = paths | "ReadShards" >> ReadShards(config.read)
     unique = read[RECORDS] | "DropDuplicateKeys" >> DropDuplicateKeys(layout, tuple(sorted(committed)))
     phrased = unique[RECORDS] | "ExtractPhrases" >> ExtractPhrases(config.phrases)
-    detected = phrased[RECORDS] | "DetectRegions" >> DetectRegions(
-        config.detect, config.filter.score_threshold, config.write.write_image_bytes
-    )
+    detect = DetectRegions(config.detect, config.filter.score_threshold, config.write.write_image_bytes)
+    if detect_accelerator:
+        detect = detect.with_resource_hints(accelerator=detect_accelerator)
+    detected = phrased[RECORDS] | "DetectRegions" >> detect
     labeled = detected[RECORDS] | "FilterRegions" >> FilterRegions(config.filter)
 
     stages = (read, unique, phrased, detected, labeled)
