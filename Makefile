@@ -52,6 +52,7 @@ sample: setup
 	fi; \
 	$(PYTHON) -m pipelines.vesl --input '$(SAMPLE_DIR)/input/*' --output $(SAMPLE_DIR) --checkpoint $$ckpt \
 	  --write_image_bytes true --runner $(RUNNER)
+	@echo "  report: $$($(PYTHON) -m vesl.report $(SAMPLE_DIR))"
 
 test: setup lint
 	$(PYTHON) -m pytest -q

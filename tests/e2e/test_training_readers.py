@@ -1,0 +1,185 @@
+"""Training jobs read the output: the PyTorch dataset in a training-loop shape, tf.data (where
+TensorFlow is installed) and the numpy reader, the GRIT and COCO exports, the report, the evaluation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from pipelines.vesl import run
+from vesl.evaluate import evaluate
+from vesl.export import GRIT_SCHEMA, export_coco, export_grit, iter_labeled
+from vesl.io.shard_writers import RawSample, write_webdataset
+from vesl.records import ImageRecord, LabeledImage, Region
+from vesl.report import build_report
+from vesl.training.tfdata import iter_numpy_examples
+from vesl.training.torch_dataset import VeslRegionDataset, collate_regions
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def output(tmp_path_factory, tiny_checkpoint, photo_samples):
+    root = tmp_path_factory.mktemp("training")
+    for shard in range(3):  # 3 shards x 3 photos, distinct keys
+        samples = [RawSample(f"{shard}-{s.key}", s.image, s.caption) for s in photo_samples]
+        write_webdataset(str(root / f"part-{shard}.tar"), samples)
+    out = root / "out"
+    run(
+        [
+            "--input",
+            str(root / "*.tar"),
+            "--output",
+            str(out),
+            "--checkpoint",
+            tiny_checkpoint,
+            "--image_size",
+            "64",
+            "--score_threshold",
+            "0",
+            "--max_candidates",
+            "6",
+            "--write_image_bytes",
+            "true",
+            "--runner",
+            "FnApiRunner",
+        ]
+    )
+    return out
+
+
+def all_keys(out) -> set[str]:
+    return {
+        k for f in (out / "parquet").glob("*.parquet") for k in pq.read_table(f, columns=["key"]).column(0).to_pylist()
+    }
+
+
+def test_a_training_loop_with_two_workers_sees_each_image_once_per_epoch(output):
+    keys = all_keys(output)
+    assert len(keys) == 9
+    dataset = VeslRegionDataset(
+        str(output / "parquet"),
+        size=64,
+        mode="pad_center",
+        regions_per_image=4,
+        patch_size=16,
+        shuffle_buffer=4,
+        seed=7,
+    )
+    loader = DataLoader(dataset, batch_size=2, num_workers=2, collate_fn=collate_regions)
+    orders = []
+    for epoch in range(2):
+        dataset.set_epoch(epoch)
+        seen = []
+        for batch in loader:  # what a training step gets
+            assert batch["image"].shape[1:] == (3, 64, 64) and batch["image"].dtype == torch.uint8
+            assert batch["boxes"].shape[1:] == (4, 4) and batch["valid"].shape[1:] == (4,)
+            boxes, valid = batch["boxes"][batch["valid"]], batch["valid"]
+            assert (boxes >= 0).all() and (boxes <= 64).all()
+            assert (boxes[:, 2] >= boxes[:, 0]).all() and (boxes[:, 3] >= boxes[:, 1]).all()
+            assert batch["patch_masks"].shape[1:] == (4, 4, 4)
+            assert not batch["patch_masks"][~valid].any()
+            assert batch["patch_region_index"].shape[1:] == (4, 4)
+            assert all(len(p) == 4 for p in batch["phrases"])
+            seen += batch["key"]
+        assert sorted(seen) == sorted(keys)  # every image exactly once per epoch
+        orders.append(seen)
+    assert orders[0] != orders[1]  # reshuffled between epochs
+
+
+@pytest.mark.parametrize("mode", ["resize", "pad_center", "pad_bottom_right"])
+def test_ranks_split_without_overlap_and_boxes_stay_inside(output, mode):
+    seen = []
+    for rank in range(2):
+        dataset = VeslRegionDataset(
+            str(output / "parquet" / "*.parquet"),
+            size=48,
+            mode=mode,
+            rank=rank,
+            world_size=2,
+            regions_per_image=8,
+            seed=1,
+        )
+        for example in dataset:
+            boxes = example["boxes"][example["valid"]]
+            assert (boxes >= 0).all() and (boxes <= 48).all()
+            seen.append(example["key"])
+    assert sorted(seen) == sorted(all_keys(output))
+
+
+def test_dataset_explains_missing_image_bytes(tmp_path, output):
+    table = pq.read_table(next((output / "parquet").glob("*.parquet")))
+    pq.write_table(table.drop(["image"]), tmp_path / "noimages.parquet")
+    with pytest.raises(ValueError, match="--write_image_bytes"):
+        next(iter(VeslRegionDataset(str(tmp_path / "noimages.parquet"))))
+
+
+def test_numpy_reader_and_tf_data(output):
+    examples = list(iter_numpy_examples(str(output / "tfrecord" / "*.tfrecord")))
+    assert {e["image/key"].decode() for e in examples} == all_keys(output)
+    first = examples[0]
+    assert first["image/object/bbox/xmin"].dtype == np.float32 and isinstance(first["image/width"], int)
+    tf = pytest.importorskip(
+        "tensorflow", reason="TensorFlow is not installed here; the numpy reader above reads the same files"
+    )
+    from vesl.training.tfdata import vesl_tf_dataset
+
+    parsed = list(vesl_tf_dataset(str(output / "tfrecord" / "*.tfrecord")).as_numpy_iterator())
+    assert {p["image/key"].decode() for p in parsed} == all_keys(output)
+    assert tf is not None
+
+
+def test_exports_load_with_pyarrow_and_json(output, tmp_path):
+    assert export_grit(str(output), str(tmp_path / "grit.parquet")) == 9
+    table = pq.read_table(tmp_path / "grit.parquet")
+    assert table.schema.equals(GRIT_SCHEMA)
+    row = table.to_pylist()[0]
+    assert all(len(chunk) == 7 for chunk in row["noun_chunks"]) and row["ref_exps"] == row["noun_chunks"]
+    assert export_coco(str(output), str(tmp_path / "coco.json"), limit=4) == 4
+    coco = json.loads((tmp_path / "coco.json").read_text())
+    assert len(coco["images"]) == 4 and {a["image_id"] for a in coco["annotations"]} <= {1, 2, 3, 4}
+    for a in coco["annotations"]:
+        image = coco["images"][a["image_id"] - 1]
+        x, y, w, h = a["bbox"]
+        assert x >= 0 and y >= 0 and x + w <= image["width"] + 0.01 and y + h <= image["height"] + 0.01
+    assert {c["id"] for c in coco["categories"]} == {a["category_id"] for a in coco["annotations"]}
+
+
+def test_report_has_plots_and_a_gallery(output):
+    document = build_report(str(output), n_images=4)
+    assert document.count("<figure>") == 5 and document.count("<svg") >= 4  # no rejects here: one "no data"
+    assert document.count('<img src="data:image/jpeg;base64,') == 4
+    assert "RANDOM WEIGHTS" in document and "Regions per image" in document
+
+
+def test_evaluation_against_injected_regions():
+    gt = {
+        "images": [{"id": 7, "file_name": "000000000007.jpg", "width": 200, "height": 100}],
+        "categories": [{"id": 1, "name": "dog"}, {"id": 2, "name": "car"}],
+        "annotations": [
+            {"id": 1, "image_id": 7, "category_id": 1, "bbox": [10, 10, 50, 40], "iscrowd": 0},
+            {"id": 2, "image_id": 7, "category_id": 2, "bbox": [100, 50, 80, 40], "iscrowd": 0},
+        ],
+    }
+
+    def labeled(boxes_and_phrases):
+        regions = tuple(Region(p, 0, 1, "cloc", 0, b, 0.9, 0.5) for b, p in boxes_and_phrases)
+        return LabeledImage(ImageRecord("000000000007", "s", 0, "c", b""), regions)
+
+    exact = labeled([((0.05, 0.1, 0.3, 0.5), "two dogs"), ((0.5, 0.5, 0.9, 0.9), "a red truck")])
+    report = evaluate(gt, [exact])
+    assert report["recall"] == 1.0 and report["named_recall"] == 0.5  # "truck" does not name "car"
+    assert report["per_category"]["dog"] == {"gt_boxes": 1, "recall": 1.0, "named_recall": 1.0}
+    shifted = labeled([((0.5, 0.0, 0.75, 0.4), "a dog")])
+    assert evaluate(gt, [shifted])["recall"] == 0.0
+    assert evaluate(gt, [])["images_matched"] == 0
+
+
+def test_iter_labeled_reads_typed_records(output):
+    items = list(iter_labeled(str(output), limit=3))
+    assert len(items) == 3 and all(isinstance(i, LabeledImage) for i in items)

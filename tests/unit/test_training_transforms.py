@@ -1,0 +1,67 @@
+"""Training-side box conventions: each transform of the training input, on non-square images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.images import rgb_with_rectangle
+from vesl.training.patches import patch_masks, patch_region_index
+from vesl.training.transforms import MODES, TrainingTransform
+
+sides = st.integers(min_value=8, max_value=2000)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sides,
+    sides,
+    st.sampled_from(MODES),
+    st.sampled_from([224, 256, 384]),
+    st.floats(0, 0.8),
+    st.floats(0, 0.8),
+    st.floats(0.05, 0.2),
+    st.floats(0.05, 0.2),
+)
+def test_boxes_round_trip_and_stay_inside(width, height, mode, size, x0, y0, dw, dh):
+    transform = TrainingTransform(size, mode)
+    stored = np.array([[x0, y0, x0 + dw, y0 + dh]], np.float32)
+    px = transform.boxes(stored, width, height)
+    assert (px >= 0).all() and (px <= size).all()
+    np.testing.assert_allclose(transform.to_stored(px, width, height), stored, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("width", "height", "rect"), [(300, 120, (60, 30, 150, 90)), (90, 240, (10, 150, 70, 230))])
+def test_boxes_land_on_the_transformed_pixels(mode, width, height, rect):
+    transform = TrainingTransform(96, mode)
+    pixels = transform.image(rgb_with_rectangle(width, height, rect))
+    assert pixels.shape == (96, 96, 3)
+    stored = np.array([[rect[0] / width, rect[1] / height, rect[2] / width, rect[3] / height]])
+    x0, y0, x1, y1 = transform.boxes(stored, width, height)[0]
+    red = (pixels[..., 0] > 200) & (pixels[..., 1] < 60)
+    ys, xs = np.nonzero(red)
+    np.testing.assert_allclose([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], [x0, y0, x1, y1], atol=1.5)
+
+
+def test_pad_center_matches_tensorflow_resize_with_pad_geometry():
+    # tf.image.resize_with_pad(640x427 -> 224): ratio 640/224, resized 224 x floor(427/ratio)=149, pad (224-149)//2=37
+    p = TrainingTransform(224, "pad_center").placement(640, 427)
+    assert (p.content_width, p.content_height, p.offset_x, p.offset_y) == (224, 149, 0, 37)
+    q = TrainingTransform(224, "pad_bottom_right").placement(640, 427)
+    assert (q.offset_x, q.offset_y) == (0, 0)
+
+
+def test_patch_targets():
+    boxes = np.array([[0, 0, 32, 32], [0, 0, 64, 64], [100, 100, 100, 100]], np.float32)  # the last is empty
+    masks = patch_masks(boxes, 64, 16)
+    assert masks.shape == (3, 4, 4)
+    assert masks[0].sum() == 4 and masks[1].sum() == 16 and masks[2].sum() == 0
+    index = patch_region_index(boxes, 64, 16)
+    assert index[0, 0] == 0 and index[3, 3] == 1  # the smallest containing region wins
+    assert (patch_region_index(boxes, 64, 16, valid=np.array([False, True, True])) == 1).all()
+    assert (patch_region_index(np.zeros((0, 4)), 64, 16) == -1).all()
+    with pytest.raises(ValueError, match="multiple of the patch size"):
+        patch_masks(boxes, 60, 16)

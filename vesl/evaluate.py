@@ -1,0 +1,95 @@
+"""How VESL's regions match human boxes (COCO-style ground truth).
+
+    python -m vesl.evaluate --gt ../shared/data/coco_val2017/instances_val2017.json --output out/run [--iou 0.5]
+
+Images are matched by key: a ground-truth image matches a VESL row whose key equals its file name,
+its file name without extension, or its id. For every ground-truth box:
+- class-agnostic recall: some VESL region has IoU >= ``iou`` with it;
+- named recall: some such region's phrase contains the category name (or its plural) as words.
+Reported per category and overall, with boxes per image on both sides. Meaningful with a real
+checkpoint; testable with injected regions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from vesl.records import LabeledImage
+from vesl.vision.geometry import box_iou
+
+
+def _names_in(phrase: str, name: str) -> bool:
+    words = " ".join(re.findall(r"[a-z0-9]+", phrase.lower()))
+    return any(re.search(rf"\b{re.escape(form)}\b", words) for form in (name, name + "s", name + "es"))
+
+
+def evaluate(gt: dict[str, Any], labeled: Iterable[LabeledImage], iou: float = 0.5) -> dict[str, Any]:
+    by_key = {item.record.key: item for item in labeled}
+    categories = {c["id"]: c["name"] for c in gt["categories"]}
+    boxes_by_image: dict[int, list[dict]] = defaultdict(list)
+    for ann in gt["annotations"]:
+        if not ann.get("iscrowd"):
+            boxes_by_image[ann["image_id"]].append(ann)
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # gt, agnostic hits, named hits
+    images = regions = gt_boxes = 0
+    for image in gt["images"]:
+        name = image["file_name"]
+        item = by_key.get(name) or by_key.get(name.rsplit(".", 1)[0]) or by_key.get(str(image["id"]))
+        if item is None:
+            continue
+        images += 1
+        w, h = image["width"], image["height"]
+        anns = boxes_by_image.get(image["id"], [])
+        gt_boxes += len(anns)
+        regions += len(item.regions)
+        pred = np.array([r.box for r in item.regions], np.float64).reshape(-1, 4) * [w, h, w, h]
+        for ann in anns:
+            x, y, bw, bh = ann["bbox"]
+            category = categories[ann["category_id"]]
+            ious = box_iou(np.array([[x, y, x + bw, y + bh]]), pred)[0] if len(pred) else np.zeros(0)
+            hit = ious >= iou
+            counts = totals[category]
+            counts[0] += 1
+            counts[1] += bool(hit.any())
+            counts[2] += any(h_ and _names_in(r.phrase, category) for h_, r in zip(hit, item.regions))
+    per_category = {
+        name: {"gt_boxes": n, "recall": round(a / n, 4), "named_recall": round(m / n, 4)}
+        for name, (n, a, m) in sorted(totals.items())
+    }
+    n_all = sum(v[0] for v in totals.values())
+    return {
+        "iou": iou,
+        "images_matched": images,
+        "images_in_ground_truth": len(gt["images"]),
+        "gt_boxes_per_image": round(gt_boxes / images, 3) if images else 0.0,
+        "regions_per_image": round(regions / images, 3) if images else 0.0,
+        "recall": round(sum(v[1] for v in totals.values()) / n_all, 4) if n_all else 0.0,
+        "named_recall": round(sum(v[2] for v in totals.values()) / n_all, 4) if n_all else 0.0,
+        "per_category": per_category,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gt", required=True, help="COCO-style instances JSON")
+    parser.add_argument("--output", required=True, help="a VESL output folder")
+    parser.add_argument("--iou", type=float, default=0.5)
+    args = parser.parse_args(argv)
+    from vesl.export import iter_labeled
+
+    with open(args.gt, encoding="utf-8") as f:
+        gt = json.load(f)
+    print(json.dumps(evaluate(gt, iter_labeled(args.output), args.iou), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Export VESL output for existing tools.
+
+    python -m vesl.export grit OUTPUT_DIR DEST.parquet [--limit N]   # GRIT-compatible rows (snappy Parquet)
+    python -m vesl.export coco OUTPUT_DIR DEST.json [--limit N]      # COCO-style detection JSON
+
+GRIT rows (Kosmos-2's GRIT-20M layout): key, url, caption, width, height, noun_chunks and ref_exps,
+each a list of [start_char, end_char, x_min, y_min, x_max, y_max, score] with coordinates normalized
+to the original image (VESL's stored convention is GRIT's). VESL's regions go to ``noun_chunks``;
+``ref_exps`` repeats them, as GRIT does for chunks without an expansion.
+
+COCO: one category per distinct phrase (COCO tools need category ids), boxes as [x, y, w, h] in
+pixels of the original image, ``score`` kept, and each annotation's ``phrase``/``char_start``/
+``char_end``/``caption`` as extra fields.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+
+from vesl.records import LabeledImage
+from vesl.schema import from_parquet_row
+from vesl.training.torch_dataset import expand_sources
+
+GRIT_CHUNK = pa.list_(pa.list_(pa.float64()))
+GRIT_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string()),
+        pa.field("url", pa.string()),
+        pa.field("caption", pa.string()),
+        pa.field("width", pa.int64()),
+        pa.field("height", pa.int64()),
+        pa.field("noun_chunks", GRIT_CHUNK),
+        pa.field("ref_exps", GRIT_CHUNK),
+    ]
+)
+
+
+def iter_labeled(output_dir: str, limit: int | None = None) -> Iterator[LabeledImage]:
+    import fsspec
+    import pyarrow.parquet as pq
+
+    n = 0
+    for path in expand_sources(output_dir.rstrip("/") + "/parquet/*.parquet"):
+        with fsspec.open(path, "rb") as f:
+            table = pq.read_table(f, columns=[c for c in pq.read_schema(f).names if c != "image"])
+        for row in table.to_pylist():
+            if limit is not None and n >= limit:
+                return
+            n += 1
+            yield from_parquet_row(row)[0]
+
+
+def grit_row(labeled: LabeledImage) -> dict[str, Any]:
+    record = labeled.record
+    chunks = [[r.char_start, r.char_end, *r.box, r.score] for r in labeled.regions]
+    return {
+        "key": record.key,
+        "url": record.url,
+        "caption": record.caption,
+        "width": record.width,
+        "height": record.height,
+        "noun_chunks": chunks,
+        "ref_exps": [list(c) for c in chunks],
+    }
+
+
+def export_grit(output_dir: str, dest: str, limit: int | None = None) -> int:
+    import pyarrow.parquet as pq
+
+    rows = [grit_row(item) for item in iter_labeled(output_dir, limit)]
+    pq.write_table(pa.Table.from_pylist(rows, schema=GRIT_SCHEMA), dest, compression="snappy")
+    return len(rows)
+
+
+def coco_document(items: list[LabeledImage]) -> dict[str, Any]:
+    categories: dict[str, int] = {}
+    images, annotations = [], []
+    for image_id, item in enumerate(items, start=1):
+        record = item.record
+        images.append(
+            {
+                "id": image_id,
+                "file_name": record.key,
+                "width": record.width,
+                "height": record.height,
+                "coco_url": record.url,
+                "caption": record.caption,
+            }
+        )
+        for region in item.regions:
+            category = categories.setdefault(region.phrase, len(categories) + 1)
+            x0, y0, x1, y1 = region.box
+            w, h = (x1 - x0) * record.width, (y1 - y0) * record.height
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": category,
+                    "bbox": [round(x0 * record.width, 2), round(y0 * record.height, 2), round(w, 2), round(h, 2)],
+                    "area": round(w * h, 2),
+                    "iscrowd": 0,
+                    "score": round(region.score, 5),
+                    "phrase": region.phrase,
+                    "char_start": region.char_start,
+                    "char_end": region.char_end,
+                }
+            )
+    return {
+        "info": {"description": "VESL region-text pairs (boxes in pixels of the original image)"},
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": i, "name": name, "supercategory": "phrase"} for name, i in categories.items()],
+    }
+
+
+def export_coco(output_dir: str, dest: str, limit: int | None = None) -> int:
+    items = list(iter_labeled(output_dir, limit))
+    with open(dest, "w", encoding="utf-8") as f:
+        json.dump(coco_document(items), f)
+    return len(items)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("format", choices=["grit", "coco"])
+    parser.add_argument("output_dir")
+    parser.add_argument("dest")
+    parser.add_argument("--limit", type=int, default=None)
+    args = parser.parse_args(argv)
+    n = (export_grit if args.format == "grit" else export_coco)(args.output_dir, args.dest, args.limit)
+    print(f"{args.dest}: {n} images")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""The training input: how an original image becomes a ``size x size`` training image, and how stored
+boxes (normalized xyxy on the original image) follow it. The only place boxes leave the stored
+convention on the training side; each mode has a round-trip test on non-square images.
+
+Modes:
+- ``resize``: stretch to size x size (aspect ratio not kept).
+- ``pad_center``: keep the aspect ratio, pad equally on both sides (TensorFlow's
+  ``tf.image.resize_with_pad``, CLOC's trainer): resized side = floor(side / max(w/size, h/size)),
+  offset = floor((size - resized) / 2).
+- ``pad_bottom_right``: keep the aspect ratio, image in the top-left corner (OWL's detector input).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from vesl.vision.geometry import content_size
+
+MODES = ("resize", "pad_center", "pad_bottom_right")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the original image lands in the training input, in training pixels."""
+
+    scale_x: float
+    scale_y: float
+    offset_x: float
+    offset_y: float
+    content_width: int
+    content_height: int
+
+
+@dataclass(frozen=True)
+class TrainingTransform:
+    size: int
+    mode: str = "pad_center"
+    pad_value: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+
+    def placement(self, width: int, height: int) -> Placement:
+        size = self.size
+        if self.mode == "resize":
+            return Placement(size / width, size / height, 0, 0, size, size)
+        if self.mode == "pad_center":
+            ratio = max(width / size, height / size)
+            cw, ch = max(1, math.floor(width / ratio)), max(1, math.floor(height / ratio))
+            return Placement(cw / width, ch / height, (size - cw) // 2, (size - ch) // 2, cw, ch)
+        cw, ch = content_size(width, height, size)
+        return Placement(cw / width, ch / height, 0, 0, cw, ch)
+
+    def image(self, image: Image.Image) -> np.ndarray:
+        """RGB image -> ``size x size x 3`` uint8."""
+        p = self.placement(image.width, image.height)
+        resized = image.resize((p.content_width, p.content_height), Image.Resampling.BILINEAR)
+        canvas = np.full((self.size, self.size, 3), self.pad_value, np.uint8)
+        x, y = int(p.offset_x), int(p.offset_y)
+        canvas[y : y + p.content_height, x : x + p.content_width] = np.asarray(resized, np.uint8)
+        return canvas
+
+    def boxes(self, stored: np.ndarray, width: int, height: int) -> np.ndarray:
+        """Stored boxes -> pixel xyxy in the training input (inside [0, size])."""
+        p = self.placement(width, height)
+        boxes = np.asarray(stored, np.float64).reshape(-1, 4)
+        sx, sy = p.content_width, p.content_height  # the content's extent in training pixels
+        out = np.stack(
+            [
+                boxes[:, 0] * sx + p.offset_x,
+                boxes[:, 1] * sy + p.offset_y,
+                boxes[:, 2] * sx + p.offset_x,
+                boxes[:, 3] * sy + p.offset_y,
+            ],
+            axis=1,
+        )
+        return np.clip(out, 0, self.size).astype(np.float32)
+
+    def to_stored(self, boxes_px: np.ndarray, width: int, height: int) -> np.ndarray:
+        """Inverse of ``boxes``."""
+        p = self.placement(width, height)
+        boxes = np.asarray(boxes_px, np.float64).reshape(-1, 4)
+        sx, sy = p.content_width, p.content_height
+        out = np.stack(
+            [
+                (boxes[:, 0] - p.offset_x) / sx,
+                (boxes[:, 1] - p.offset_y) / sy,
+                (boxes[:, 2] - p.offset_x) / sx,
+                (boxes[:, 3] - p.offset_y) / sy,
+            ],
+            axis=1,
+        )
+        return out.astype(np.float32)
