@@ -29,3 +29,10 @@ def photo_samples() -> list[RawSample]:
         entry = json.loads(line)
         samples.append(RawSample(entry["key"], (PHOTOS / entry["image"]).read_bytes(), entry["caption"], "jpg"))
     return samples
+
+
+@pytest.fixture(scope="session")
+def tiny_captioner(tmp_path_factory) -> str:
+    from vesl.models.captioner import write_tiny_captioner
+
+    return str(write_tiny_captioner(tmp_path_factory.mktemp("tiny-captioner"), seed=0))

@@ -50,6 +50,45 @@ class PhraseConfig:
 
 
 @dataclass(frozen=True)
+class CaptionConfig:
+    """The optional re-captioning stage (CLOC's "visually enriched" captions): a transformers
+    image-to-text model writes a caption per image; phrases come from it, the alt-text, or both."""
+
+    enabled: bool = False
+    checkpoint: str = "Salesforce/blip-image-captioning-large"  # any AutoModelForImageTextToText
+    prompt: str | None = None  # text prompt / task token for models that take one (e.g. Florence-2 tasks)
+    max_new_tokens: int = 60
+    min_new_tokens: int = 0
+    num_beams: int = 3
+    do_sample: bool = False
+    repetition_penalty: float = 1.0
+    batch_size: int = 16
+    device: str = "auto"
+    dtype: str = "float32"
+    # which captions the phrase stage parses: "alt" (the input's), "generated", or "both" (merged;
+    # each phrase records its caption_source)
+    use: str = "both"
+    share_model_across_processes: bool = False
+
+    def generation_kwargs(self) -> dict:
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "min_new_tokens": self.min_new_tokens,
+            "num_beams": self.num_beams,
+            "do_sample": self.do_sample,
+            "repetition_penalty": self.repetition_penalty,
+        }
+
+    def describe(self) -> str:
+        """For provenance: the checkpoint and every generation setting."""
+        if not self.enabled:
+            return ""
+        settings = ", ".join(f"{k}={v}" for k, v in self.generation_kwargs().items())
+        prompt = f", prompt={self.prompt!r}" if self.prompt else ""
+        return f"{self.checkpoint} ({settings}{prompt}; parsed: {self.use})"
+
+
+@dataclass(frozen=True)
 class DetectConfig:
     # CLOC used scenic's OWLv2 CLIP L/14 "ST+FT", which is this HF checkpoint.
     checkpoint: str = "google/owlv2-large-patch14-finetuned"
@@ -99,6 +138,7 @@ class WriteConfig:
 class VeslConfig:
     preset: str = DEFAULT_PRESET
     read: ReadConfig = field(default_factory=ReadConfig)
+    caption: CaptionConfig = field(default_factory=CaptionConfig)
     phrases: PhraseConfig = field(default_factory=PhraseConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
@@ -122,6 +162,12 @@ class VeslConfig:
             errors.append("phrases.max_phrases must be >= 1")
         if self.detect.image_size < 16:
             errors.append("detect.image_size must be >= 16")
+        if self.caption.use not in ("alt", "generated", "both"):
+            errors.append("caption.use must be alt, generated or both")
+        if self.caption.dtype not in ("float32", "bfloat16", "float16"):
+            errors.append("caption.dtype must be float32, bfloat16 or float16")
+        if self.caption.enabled and (self.caption.batch_size < 1 or self.caption.max_new_tokens < 1):
+            errors.append("caption.batch_size and caption.max_new_tokens must be >= 1")
         if self.detect.position_embedding not in ("interpolate", "truncate"):
             errors.append("detect.position_embedding must be interpolate or truncate")
         if self.detect.attn_implementation not in ("sdpa", "eager", "flash_attention_2"):
@@ -149,6 +195,7 @@ class VeslConfig:
 
 _SECTIONS = {
     "read": ReadConfig,
+    "caption": CaptionConfig,
     "phrases": PhraseConfig,
     "detect": DetectConfig,
     "filter": FilterConfig,

@@ -39,6 +39,15 @@ _FIELDS: list[tuple[str, str, str, Any, str]] = [
     ("max_caption_chars", "read", "max_caption_chars", int, "reject captions longer than this"),
     ("image_column", "read", "image_column", str, "parquet input: column with image bytes (default: auto)"),
     ("caption_column", "read", "caption_column", str, "parquet input: caption column (default: caption)"),
+    ("caption", "caption", "enabled", _bool, "run the captioning stage (on in the cloc-full preset)"),
+    ("captioner_checkpoint", "caption", "checkpoint", str, "image-to-text checkpoint: HF id, folder or gs://"),
+    ("caption_use", "caption", "use", str, "captions to parse: alt | generated | both"),
+    ("caption_prompt", "caption", "prompt", str, "prompt or task token for captioners that take one"),
+    ("caption_max_new_tokens", "caption", "max_new_tokens", int, "longest generated caption, in tokens"),
+    ("caption_num_beams", "caption", "num_beams", int, "beam search width (1: greedy)"),
+    ("caption_batch_size", "caption", "batch_size", int, "images per captioner batch"),
+    ("caption_device", "caption", "device", str, "auto | cpu | cuda | cuda:N"),
+    ("caption_dtype", "caption", "dtype", str, "float32 | bfloat16 | float16"),
     ("phrase_mode", "phrases", "mode", str, f"phrase source: {' | '.join(PHRASE_MODES)}"),
     ("max_phrases", "phrases", "max_phrases", int, "at most this many queries per image (CLOC: 20)"),
     ("dedupe_phrases", "phrases", "dedupe", _bool, "de-duplicate phrases (default: on for both, off otherwise)"),
@@ -88,7 +97,9 @@ class VeslOptions(PipelineOptions):
             "local or gs://; repeat or comma-separate",
         )
         parser.add_argument("--output", default=None, help="output folder (local or gs://)")
-        parser.add_argument("--preset", default=None, help=f"cloc (default) | owlst | grit; default {DEFAULT_PRESET}")
+        parser.add_argument(
+            "--preset", default=None, help=f"cloc (default) | cloc-full | owlst | grit; default {DEFAULT_PRESET}"
+        )
         parser.add_argument(
             "--overwrite",
             type=_bool,

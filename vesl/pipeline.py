@@ -17,6 +17,7 @@ from vesl.config import VeslConfig
 from vesl.io.layout import OutputLayout, shard_output_id
 from vesl.schema import BOX_CONVENTION, SCHEMA_VERSION, Provenance
 from vesl.transforms import RECORDS, REJECTS
+from vesl.transforms.caption import CaptionImages
 from vesl.transforms.dedup import DropDuplicateKeys
 from vesl.transforms.detect import DetectRegions
 from vesl.transforms.filter import FilterRegions
@@ -70,14 +71,20 @@ def build_pipeline(
     paths = p | "ListShards" >> beam.Create(list(shards))
     read = paths | "ReadShards" >> ReadShards(config.read)
     unique = read[RECORDS] | "DropDuplicateKeys" >> DropDuplicateKeys(layout, tuple(sorted(committed)))
-    phrased = unique[RECORDS] | "ExtractPhrases" >> ExtractPhrases(config.phrases)
+    stages = [read, unique]
+    to_parse, caption_use = unique[RECORDS], None
+    if config.caption.enabled:  # optional: visually enriched captions
+        captioned = to_parse | "CaptionImages" >> CaptionImages(config.caption, config.detect)
+        stages.append(captioned)
+        to_parse, caption_use = captioned[RECORDS], config.caption.use
+    phrased = to_parse | "ExtractPhrases" >> ExtractPhrases(config.phrases, caption_use)
     detect = DetectRegions(config.detect, config.filter.score_threshold, config.write.write_image_bytes)
     if detect_accelerator:
         detect = detect.with_resource_hints(accelerator=detect_accelerator)
     detected = phrased[RECORDS] | "DetectRegions" >> detect
     labeled = detected[RECORDS] | "FilterRegions" >> FilterRegions(config.filter)
 
-    stages = (read, unique, phrased, detected, labeled)
+    stages += [phrased, detected, labeled]
     rejects = [stage[REJECTS] for stage in stages] | "AllRejects" >> beam.Flatten()
     events = (
         paths | "ShardEvents" >> beam.Map(lambda path: (shard_output_id(path), accounting.shard_event(path))),

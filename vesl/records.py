@@ -22,6 +22,7 @@ class Stage:
     READ = "read"
     DEDUP = "dedup"
     PHRASES = "phrases"
+    CAPTION = "caption"
     DECODE = "decode"
     DETECT = "detect"
     FILTER = "filter"
@@ -50,6 +51,8 @@ class Reason:
     NOT_AN_IMAGE = "not_an_image"
     CORRUPT_IMAGE = "corrupt_image"
     TOO_MANY_PIXELS = "too_many_pixels"
+    # caption
+    CAPTIONER_ERROR = "captioner_error"
     # detect
     INFERENCE_ERROR = "inference_error"
     # filter
@@ -61,15 +64,17 @@ class Reason:
 class Phrase:
     """A detector query taken from the caption.
 
-    ``text`` is the string given to the detector; ``caption[char_start:char_end]`` is the span of the
-    caption it came from (for the NLTK parser ``text`` is CLOC's space-joined lower-cased tokens, so
-    the two can differ in case and spacing).
+    ``text`` is the string given to the detector; ``<caption>[char_start:char_end]`` is the span it came
+    from, in the record's ``caption`` (alt-text, ``caption_source="alt"``) or ``generated_caption``
+    (``"generated"``). For the cloc parser ``text`` is CLOC's space-joined lower-cased tokens, so the two
+    can differ in case and spacing.
     """
 
     text: str
     char_start: int
     char_end: int
     parser: str  # the source: "cloc" (CLOC's grammar) | "spacy" (noun chunk) | "ngram" (OWL-ST)
+    caption_source: str = "alt"  # "alt" | "generated": which caption the span indexes
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,7 @@ class ImageRecord:
     width: int | None = None  # as displayed (after EXIF transpose); set by decode
     height: int | None = None
     image_format: str | None = None  # PIL format name, e.g. "JPEG"; set by decode
+    generated_caption: str | None = None  # set by the optional captioning stage
 
 
 @dataclass(frozen=True)
@@ -157,6 +163,7 @@ class Region:
     box: Box
     score: float
     objectness: float
+    caption_source: str = "alt"  # which caption the phrase's span indexes
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import pyarrow as pa
 from vesl import __version__
 from vesl.records import ImageRecord, LabeledImage, Phrase, Region
 
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "1.1.0"  # 1.1: generated_caption, caption_source, provenance.captioner
 BOX_CONVENTION = "xyxy, normalized to the original image as displayed (EXIF orientation applied), origin top-left"
 METADATA_SCHEMA_VERSION = b"vesl.schema_version"
 METADATA_CONFIG = b"vesl.config"
@@ -38,10 +38,13 @@ class Provenance:
     detector: str  # checkpoint id/path and input size, e.g. "google/owlv2-large-patch14-finetuned@448"
     weights: str  # "pretrained" | "random weights"
     config_digest: str  # VeslConfig.digest(); the full config is in the file metadata / summary.json
+    captioner: str = ""  # checkpoint and generation settings of the captioning stage; "" when off
 
     @classmethod
-    def for_run(cls, preset: str, checkpoint: str, image_size: int, weights: str, config_digest: str) -> Provenance:
-        return cls(__version__, SCHEMA_VERSION, preset, f"{checkpoint}@{image_size}", weights, config_digest)
+    def for_run(
+        cls, preset: str, checkpoint: str, image_size: int, weights: str, config_digest: str, captioner: str = ""
+    ) -> Provenance:
+        return cls(__version__, SCHEMA_VERSION, preset, f"{checkpoint}@{image_size}", weights, config_digest, captioner)
 
 
 # -- Parquet ------------------------------------------------------------------------------------
@@ -51,6 +54,7 @@ PHRASE_TYPE = pa.struct(
         pa.field("char_start", pa.int32()),
         pa.field("char_end", pa.int32()),
         pa.field("parser", pa.string()),
+        pa.field("caption_source", pa.string()),  # "alt" | "generated"
     ]
 )
 REGION_TYPE = pa.struct(
@@ -63,6 +67,7 @@ REGION_TYPE = pa.struct(
         pa.field("objectness", pa.float32()),
         pa.field("query_index", pa.int32()),
         pa.field("parser", pa.string()),
+        pa.field("caption_source", pa.string()),
     ]
 )
 PROVENANCE_TYPE = pa.struct([pa.field(name, pa.string()) for name in Provenance.__dataclass_fields__])
@@ -72,6 +77,7 @@ PARQUET_FIELDS = [
     pa.field("source_index", pa.int64()),
     pa.field("url", pa.string()),
     pa.field("caption", pa.string()),
+    pa.field("generated_caption", pa.string()),  # from the captioning stage, when it ran
     pa.field("width", pa.int32()),
     pa.field("height", pa.int32()),
     pa.field("phrases", pa.list_(PHRASE_TYPE)),
@@ -98,6 +104,7 @@ def to_parquet_row(labeled: LabeledImage, provenance: Provenance, include_image:
         "source_index": record.index,
         "url": record.url,
         "caption": record.caption,
+        "generated_caption": record.generated_caption,
         "width": record.width,
         "height": record.height,
         "phrases": [asdict(p) for p in record.phrases],
@@ -111,6 +118,7 @@ def to_parquet_row(labeled: LabeledImage, provenance: Provenance, include_image:
                 "objectness": r.objectness,
                 "query_index": r.query_index,
                 "parser": r.parser,
+                "caption_source": r.caption_source,
             }
             for r in labeled.regions
         ],
@@ -129,6 +137,7 @@ def from_parquet_row(row: dict[str, Any]) -> tuple[LabeledImage, Provenance]:
         image_bytes=row.get("image") or b"",
         url=row.get("url"),
         phrases=tuple(Phrase(**p) for p in row["phrases"]),
+        generated_caption=row.get("generated_caption"),
         width=row["width"],
         height=row["height"],
         image_format=row.get("image_format"),
@@ -143,6 +152,7 @@ def from_parquet_row(row: dict[str, Any]) -> tuple[LabeledImage, Provenance]:
             box=tuple(r["box"]),  # type: ignore[arg-type]
             score=r["score"],
             objectness=r["objectness"],
+            caption_source=r.get("caption_source", "alt"),
         )
         for r in row["regions"]
     )
@@ -156,6 +166,7 @@ class TFKeys:
     WIDTH = "image/width"
     HEIGHT = "image/height"
     CAPTION = "image/caption"
+    GENERATED_CAPTION = "image/generated_caption"  # "" when the captioning stage did not run
     URL = "image/url"
     ENCODED = "image/encoded"  # only when image bytes are written
     FORMAT = "image/format"
@@ -170,10 +181,12 @@ class TFKeys:
     OBJECT_CHAR_END = "image/object/char_end"
     OBJECT_QUERY_INDEX = "image/object/query_index"
     OBJECT_PARSER = "image/object/parser"
+    OBJECT_CAPTION_SOURCE = "image/object/caption_source"
     PHRASE_TEXT = "image/phrase/text"
     PHRASE_CHAR_START = "image/phrase/char_start"
     PHRASE_CHAR_END = "image/phrase/char_end"
     PHRASE_PARSER = "image/phrase/parser"
+    PHRASE_CAPTION_SOURCE = "image/phrase/caption_source"
     SOURCE_SHARD = "vesl/source_shard"
     SOURCE_INDEX = "vesl/source_index"
     PROVENANCE_PREFIX = "vesl/provenance/"  # + each Provenance field, e.g. vesl/provenance/schema_version
@@ -193,6 +206,7 @@ def to_tf_features(
         k.WIDTH: ("int64", [record.width or 0]),
         k.HEIGHT: ("int64", [record.height or 0]),
         k.CAPTION: _b([record.caption]),
+        k.GENERATED_CAPTION: _b([record.generated_caption or ""]),
         k.URL: _b([record.url or ""]),
         k.FORMAT: _b([(record.image_format or "").lower()]),
         k.BBOX_XMIN: ("float", [r.box[0] for r in regions]),
@@ -206,10 +220,12 @@ def to_tf_features(
         k.OBJECT_CHAR_END: ("int64", [r.char_end for r in regions]),
         k.OBJECT_QUERY_INDEX: ("int64", [r.query_index for r in regions]),
         k.OBJECT_PARSER: _b([r.parser for r in regions]),
+        k.OBJECT_CAPTION_SOURCE: _b([r.caption_source for r in regions]),
         k.PHRASE_TEXT: _b([p.text for p in record.phrases]),
         k.PHRASE_CHAR_START: ("int64", [p.char_start for p in record.phrases]),
         k.PHRASE_CHAR_END: ("int64", [p.char_end for p in record.phrases]),
         k.PHRASE_PARSER: _b([p.parser for p in record.phrases]),
+        k.PHRASE_CAPTION_SOURCE: _b([p.caption_source for p in record.phrases]),
         k.SOURCE_SHARD: _b([record.shard]),
         k.SOURCE_INDEX: ("int64", [record.index]),
     }
@@ -234,9 +250,13 @@ def from_tf_features(features: dict[str, tuple[str, list[Any]]]) -> tuple[Labele
         return v[0] if v else default
 
     phrases = tuple(
-        Phrase(t, s, e, p)
-        for t, s, e, p in zip(
-            text(k.PHRASE_TEXT), values(k.PHRASE_CHAR_START), values(k.PHRASE_CHAR_END), text(k.PHRASE_PARSER)
+        Phrase(t, s, e, p, c)
+        for t, s, e, p, c in zip(
+            text(k.PHRASE_TEXT),
+            values(k.PHRASE_CHAR_START),
+            values(k.PHRASE_CHAR_END),
+            text(k.PHRASE_PARSER),
+            text(k.PHRASE_CAPTION_SOURCE) or ["alt"] * len(values(k.PHRASE_TEXT)),
         )
     )
     fmt = one(k.FORMAT, b"").decode()
@@ -245,6 +265,7 @@ def from_tf_features(features: dict[str, tuple[str, list[Any]]]) -> tuple[Labele
         shard=one(k.SOURCE_SHARD, b"").decode(),
         index=one(k.SOURCE_INDEX, -1),
         caption=one(k.CAPTION, b"").decode(),
+        generated_caption=one(k.GENERATED_CAPTION, b"").decode() or None,
         image_bytes=one(k.ENCODED, b""),
         url=one(k.URL, b"").decode() or None,
         phrases=phrases,
@@ -252,9 +273,10 @@ def from_tf_features(features: dict[str, tuple[str, list[Any]]]) -> tuple[Labele
         height=one(k.HEIGHT),
         image_format=fmt.upper() or None,
     )
+    sources = text(k.OBJECT_CAPTION_SOURCE) or ["alt"] * len(values(k.OBJECT_TEXT))
     regions = tuple(
-        Region(phrase, cs, ce, parser, q, (x0, y0, x1, y1), score, obj)
-        for phrase, cs, ce, parser, q, x0, y0, x1, y1, score, obj in zip(
+        Region(phrase, cs, ce, parser, q, (x0, y0, x1, y1), score, obj, src)
+        for phrase, cs, ce, parser, q, x0, y0, x1, y1, score, obj, src in zip(
             text(k.OBJECT_TEXT),
             values(k.OBJECT_CHAR_START),
             values(k.OBJECT_CHAR_END),
@@ -266,6 +288,7 @@ def from_tf_features(features: dict[str, tuple[str, list[Any]]]) -> tuple[Labele
             values(k.BBOX_YMAX),
             values(k.OBJECT_SCORE),
             values(k.OBJECT_OBJECTNESS),
+            sources,
         )
     )
     provenance = Provenance(

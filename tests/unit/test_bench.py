@@ -62,3 +62,28 @@ def test_detect_bench_runs_on_cpu_with_the_tiny_architecture(capsys):
     assert by_mode["model"]["img_per_s"] > 0
     assert by_mode["equality"]["passed"] is True  # float32 SDPA + caches against float32 eager
     assert len(capsys.readouterr().out.splitlines()) == 3
+
+
+def test_caption_bench_runs_on_cpu_with_the_tiny_captioner(capsys):
+    from bench import caption
+
+    result = caption.main(
+        [
+            "--arch",
+            "tiny",
+            "--batch",
+            "2",
+            "--images",
+            "4",
+            "--dtype",
+            "float32",
+            "--device",
+            "cpu",
+            "--max-new-tokens",
+            "5",
+            "--num-beams",
+            "1",
+        ]
+    )
+    assert result["img_per_s"] > 0 and result["words_per_caption"] <= 5
+    assert json.loads(capsys.readouterr().out)["arch"] == "tiny"

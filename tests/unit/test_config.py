@@ -9,7 +9,7 @@ from vesl.options import VeslOptions, config_from_options
 
 
 def test_presets_exist_and_differ():
-    assert preset_names() == ["cloc", "grit", "owlst"]
+    assert preset_names() == ["cloc", "cloc-full", "grit", "owlst"]
     cloc, owlst, grit = build_config("cloc"), build_config("owlst"), build_config("grit")
     assert cloc.filter.score_threshold == 0.1 and cloc.detect.image_size == 448 and cloc.phrases.max_phrases == 20
     assert cloc.filter.nms_iou is None and cloc.filter.keep_image_min_score is None
@@ -44,7 +44,7 @@ def test_invalid_configs_are_refused(overrides):
 
 
 def test_unknown_preset():
-    with pytest.raises(ValueError, match="known presets: cloc, grit, owlst"):
+    with pytest.raises(ValueError, match="known presets: cloc, cloc-full, grit, owlst"):
         build_config("nope")
 
 

@@ -62,6 +62,7 @@ def filter_detections(record: ImageRecord, detections: Detections, cfg: FilterCo
                 box=tuple(float(v) for v in detections.boxes[i]),  # type: ignore[arg-type]
                 score=float(detections.scores[i]),
                 objectness=float(detections.objectness[i]),
+                caption_source=phrase.caption_source,
             )
         )
     return LabeledImage(record, tuple(regions), tuple(sorted(drops.items())))

@@ -63,6 +63,25 @@ def merge_phrases(lists: Sequence[Sequence[Phrase]], max_phrases: int, dedupe: b
     return merged[:max_phrases]
 
 
+def merge_caption_sources(
+    generated: Sequence[Phrase], alt: Sequence[Phrase], max_phrases: int, dedupe: bool = True
+) -> list[Phrase]:
+    """Phrases of a generated caption and of the alt-text as one query list: the generated caption's
+    first (CLOC's main source), then the alt-text's, de-duplicated across the two on
+    ``normalize_phrase``, capped. Each phrase keeps its ``caption_source``."""
+    merged = [*generated, *alt]
+    if dedupe:
+        seen: set[str] = set()
+        unique = []
+        for phrase in merged:
+            key = normalize_phrase(phrase.text)
+            if key and key not in seen:
+                seen.add(key)
+                unique.append(phrase)
+        merged = unique
+    return merged[:max_phrases]
+
+
 def _to_caption(phrases: list[Phrase], clean: CleanText) -> list[Phrase]:
     if clean.starts is None:
         return phrases
@@ -109,6 +128,22 @@ class PhraseExtractor:
 
     def extract(self, caption: str) -> list[Phrase]:
         return self.extract_many([caption])[0]
+
+    def extract_for_records(self, alt: Sequence[str], generated: Sequence[str | None], use: str) -> list[list[Phrase]]:
+        """Phrases from the alt-text, the generated captions, or both (``use``), tagged by source."""
+        import dataclasses
+
+        alt_lists = self.extract_many(alt) if use in ("alt", "both") else [[] for _ in alt]
+        gen_lists = (
+            [
+                [dataclasses.replace(p, caption_source="generated") for p in ps]
+                for ps in self.extract_many([g or "" for g in generated])
+            ]
+            if use in ("generated", "both")
+            else [[] for _ in alt]
+        )
+        dedupe = self.config.dedupe_enabled() or use == "both"
+        return [merge_caption_sources(g, a, self.config.max_phrases, dedupe) for g, a in zip(gen_lists, alt_lists)]
 
     def _remember(self, caption: str, phrases: list[Phrase]) -> None:
         if self.config.cache_size <= 0:

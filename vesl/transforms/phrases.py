@@ -14,8 +14,9 @@ from vesl.transforms import METRICS_NAMESPACE, RECORDS, REJECTS
 
 
 class ExtractPhrasesFn(beam.DoFn):
-    def __init__(self, config: PhraseConfig):
+    def __init__(self, config: PhraseConfig, caption_use: str | None = None):
         self.config = config
+        self.caption_use = caption_use  # None: alt-text only (no captioning stage)
         self.extractor: PhraseExtractor | None = None
         self.phrases = Metrics.counter(METRICS_NAMESPACE, "phrases")
         self.no_phrase = Metrics.counter(METRICS_NAMESPACE, "captions_without_phrases")
@@ -25,7 +26,7 @@ class ExtractPhrasesFn(beam.DoFn):
 
     def process(self, batch):
         try:
-            phrase_lists = self.extractor.extract_many([r.caption for r in batch])
+            phrase_lists = self._extract(batch)
         except Exception:
             # One caption broke the batch: parse one at a time so only that record is rejected.
             yield from self._one_by_one(batch)
@@ -36,12 +37,19 @@ class ExtractPhrasesFn(beam.DoFn):
     def _one_by_one(self, batch):
         for record in batch:
             try:
-                phrases = self.extractor.extract(record.caption)
+                phrases = self._extract([record])[0]
             except Exception as exc:
                 detail = f"{type(exc).__name__}: {exc}"
                 yield beam.pvalue.TaggedOutput(REJECTS, Reject.of(record, Stage.PHRASES, Reason.PARSER_ERROR, detail))
                 continue
             yield self._with_phrases(record, phrases)
+
+    def _extract(self, records):
+        if self.caption_use is None:
+            return self.extractor.extract_many([r.caption for r in records])
+        return self.extractor.extract_for_records(
+            [r.caption for r in records], [r.generated_caption for r in records], self.caption_use
+        )
 
     def _with_phrases(self, record, phrases):
         self.phrases.inc(len(phrases))
@@ -51,14 +59,15 @@ class ExtractPhrasesFn(beam.DoFn):
 
 
 class ExtractPhrases(beam.PTransform):
-    def __init__(self, config: PhraseConfig, max_batch_size: int = 256):
+    def __init__(self, config: PhraseConfig, caption_use: str | None = None, max_batch_size: int = 256):
         super().__init__()
         self.config = config
+        self.caption_use = caption_use
         self.max_batch_size = max_batch_size
 
     def expand(self, records):
         return (
             records
             | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.max_batch_size)
-            | "Parse" >> beam.ParDo(ExtractPhrasesFn(self.config)).with_outputs(REJECTS, main=RECORDS)
+            | "Parse" >> beam.ParDo(ExtractPhrasesFn(self.config, self.caption_use)).with_outputs(REJECTS, main=RECORDS)
         )
