@@ -86,14 +86,8 @@ def read_shard(
             if not is_transient(exc):
                 raise
             if attempt == attempts - 1:
-                yield Reject(
-                    "",
-                    path,
-                    SHARD_INDEX,
-                    Stage.READ,
-                    Reason.UNREADABLE_SHARD,
-                    f"storage error persisted after {attempts} attempts, {emitted} records read "
-                    f"({type(exc).__name__}: {exc})",
+                yield _shard_reject(
+                    path, exc, f"storage error persisted after {attempts} attempts, {emitted} records read"
                 )
                 return
             time.sleep(base_delay_s * 2**attempt)
@@ -102,14 +96,7 @@ def read_shard(
 def _read_shard_once(path: str, cfg: ReadConfig) -> Iterator[Item]:
     fmt = shard_format(path)
     if fmt is None:
-        yield Reject(
-            "",
-            path,
-            SHARD_INDEX,
-            Stage.READ,
-            Reason.UNREADABLE_SHARD,
-            "unknown shard format (expected .tar, .parquet or .jsonl)",
-        )
+        yield _shard_reject(path, None, "unknown shard format (expected .tar, .parquet or .jsonl)")
         return
     reader = {"webdataset": read_webdataset, "parquet": read_parquet, "manifest": read_manifest}[fmt]
     yield from reader(path, cfg)
@@ -161,8 +148,11 @@ def make_record(
     return ImageRecord(key=key, shard=shard, index=index, caption=caption, image_bytes=image, url=url)
 
 
-def _shard_reject(path: str, exc: BaseException) -> Reject:
-    return Reject("", path, SHARD_INDEX, Stage.READ, Reason.UNREADABLE_SHARD, f"{type(exc).__name__}: {exc}")
+def _shard_reject(path: str, exc: BaseException | None, context: str = "") -> Reject:
+    """One reject for a whole shard (``index`` -1), saying what went wrong."""
+    error = f"{type(exc).__name__}: {exc}" if exc is not None else ""
+    detail = f"{context} ({error})" if context and error else context or error
+    return Reject("", path, SHARD_INDEX, Stage.READ, Reason.UNREADABLE_SHARD, detail)
 
 
 # -- webdataset tar ------------------------------------------------------------------------------

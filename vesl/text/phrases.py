@@ -36,6 +36,18 @@ def normalize_phrase(text: str) -> str:
     return " ".join(_WORDS.findall(unicodedata.normalize("NFKC", html.unescape(text)).casefold()))
 
 
+def first_of_each(phrases: Sequence[Phrase]) -> list[Phrase]:
+    """Phrases in order, keeping the first of those with the same ``normalize_phrase`` key."""
+    seen: set[str] = set()
+    unique = []
+    for phrase in phrases:
+        key = normalize_phrase(phrase.text)
+        if key and key not in seen:
+            seen.add(key)
+            unique.append(phrase)
+    return unique
+
+
 def drop_nested_heads(phrases: Sequence[Phrase], inner: str, outer: str) -> list[Phrase]:
     """Drop ``inner``-source phrases that end where a longer ``outer``-source phrase containing them
     ends: the same head noun, less specific ("dogs" inside "two dogs", "dog" inside "his dog")."""
@@ -49,18 +61,8 @@ def merge_phrases(lists: Sequence[Sequence[Phrase]], max_phrases: int, dedupe: b
     merged = [p for phrases in lists for p in phrases]
     if len(lists) > 1:
         merged = drop_nested_heads(merged, inner=nltk_phrases.SOURCE, outer=spacy_phrases.SOURCE)
-    if len(lists) > 1:
         merged.sort(key=lambda p: (p.char_start, -(p.char_end - p.char_start), _SOURCE_RANK.get(p.parser, 9)))
-    if dedupe:
-        seen: set[str] = set()
-        unique = []
-        for phrase in merged:
-            key = normalize_phrase(phrase.text)
-            if key and key not in seen:
-                seen.add(key)
-                unique.append(phrase)
-        merged = unique
-    return merged[:max_phrases]
+    return (first_of_each(merged) if dedupe else merged)[:max_phrases]
 
 
 def merge_caption_sources(
@@ -70,16 +72,7 @@ def merge_caption_sources(
     first (CLOC's main source), then the alt-text's, de-duplicated across the two on
     ``normalize_phrase``, capped. Each phrase keeps its ``caption_source``."""
     merged = [*generated, *alt]
-    if dedupe:
-        seen: set[str] = set()
-        unique = []
-        for phrase in merged:
-            key = normalize_phrase(phrase.text)
-            if key and key not in seen:
-                seen.add(key)
-                unique.append(phrase)
-        merged = unique
-    return merged[:max_phrases]
+    return (first_of_each(merged) if dedupe else merged)[:max_phrases]
 
 
 def _to_caption(phrases: list[Phrase], clean: CleanText) -> list[Phrase]:
