@@ -4,7 +4,8 @@ tensors), plus the equality check of the configuration against the fp32 eager re
 Prints one JSON line per measurement.
 
     python -m bench.detect [--arch tiny|owlv2-b16|owlv2-l14] [--image-size 448] [--batch 64]
-        [--dtype bfloat16] [--attn sdpa] [--compile] [--images 512] [--workers 8] [--top-k 12]
+        [--dtype bfloat16] [--attn sdpa] [--compile [--compile-mode reduce-overhead]] [--images 512]
+        [--workers 8] [--top-k 12]
 
 Random weights of the real architecture (no checkpoint needed: the FLOPs are the same). Random
 weights score far more boxes than a trained model, so regions are capped at the best ``--top-k``
@@ -156,6 +157,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--attn", default="sdpa")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--compile-mode", default="default")
     parser.add_argument("--position-embedding", default="truncate")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
@@ -180,6 +182,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         batch_size=args.batch,
         attn_implementation=args.attn,
         compile=args.compile,
+        compile_mode=args.compile_mode,
         position_embedding=args.position_embedding,
     )
     tokenizer = build_clip_tokenizer()
@@ -192,6 +195,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         args.dtype,
         position_embedding=args.position_embedding,
         compile_model=args.compile,
+        compile_mode=args.compile_mode,
     )
     base = {
         "bench": "detect",
@@ -204,6 +208,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "dtype": args.dtype,
         "attn": args.attn,
         "compile": args.compile,
+        "compile_mode": args.compile_mode,
         "position_embedding": args.position_embedding,
         "threshold": args.threshold,
         "top_k": args.top_k,

@@ -107,6 +107,9 @@ class DetectConfig:
     model_copies: int | None = None  # with sharing: this many copies per machine (Beam's model_copies)
     attn_implementation: str = "sdpa"  # sdpa | eager (transformers' attention kernels)
     compile: bool = False  # torch.compile the image tower and heads (GPU; first batches compile)
+    # torch.compile mode: "default", "reduce-overhead" (CUDA graphs: one per batch shape; VESL's fixed
+    # image size and query buckets keep the shapes few) or "max-autotune"
+    compile_mode: str = "default"
     # At an input size below the checkpoint's: "truncate" the position-embedding grid to its
     # top-left part (what scenic, where OWLv2 comes from, does at inference) or "interpolate" it
     # (transformers' bicubic resampling). Larger inputs are always interpolated.
@@ -168,6 +171,8 @@ class VeslConfig:
             errors.append("caption.dtype must be float32, bfloat16 or float16")
         if self.caption.enabled and (self.caption.batch_size < 1 or self.caption.max_new_tokens < 1):
             errors.append("caption.batch_size and caption.max_new_tokens must be >= 1")
+        if self.detect.compile_mode not in ("default", "reduce-overhead", "max-autotune"):
+            errors.append("detect.compile_mode must be default, reduce-overhead or max-autotune")
         if self.detect.position_embedding not in ("interpolate", "truncate"):
             errors.append("detect.position_embedding must be interpolate or truncate")
         if self.detect.attn_implementation not in ("sdpa", "eager", "flash_attention_2"):

@@ -69,6 +69,7 @@ _FIELDS: list[tuple[str, str, str, Any, str]] = [
     ("model_copies", "detect", "model_copies", _optional_int, "with sharing: models per machine (Beam)"),
     ("attn_implementation", "detect", "attn_implementation", str, "sdpa | eager | flash_attention_2"),
     ("compile", "detect", "compile", _bool, "torch.compile the image tower and heads"),
+    ("compile_mode", "detect", "compile_mode", str, "default | reduce-overhead (CUDA graphs) | max-autotune"),
     ("position_embedding", "detect", "position_embedding", str, "truncate (scenic) | interpolate (transformers)"),
     ("text_cache_size", "detect", "text_cache_size", int, "phrase embeddings kept on the device"),
     ("score_threshold", "filter", "score_threshold", float, "keep boxes with score > this (CLOC: 0.1)"),

@@ -82,6 +82,7 @@ class Owlv2Detector:
         position_embedding: str = "interpolate",
         text_cache_size: int = 4096,
         compile_model: bool = False,
+        compile_mode: str = "default",
     ):
         import torch
 
@@ -110,7 +111,9 @@ class Owlv2Detector:
         self.text_cache_size = text_cache_size
         self._text_cache: OrderedDict[str, object] = OrderedDict()
         self._image_heads = (
-            torch.compile(self._image_heads_eager, dynamic=False) if compile_model else (self._image_heads_eager)
+            torch.compile(self._image_heads_eager, dynamic=False, mode=compile_mode)
+            if compile_model
+            else self._image_heads_eager
         )
 
     @classmethod
@@ -131,6 +134,7 @@ class Owlv2Detector:
             position_embedding=config.position_embedding,
             text_cache_size=config.text_cache_size,
             compile_model=config.compile,
+            compile_mode=config.compile_mode,
         )
 
     # -- inputs -----------------------------------------------------------------------------
