@@ -32,10 +32,14 @@ from vesl.models.clip_tokenizer import build_clip_tokenizer
 from vesl.models.equality import check_fast_path
 from vesl.models.owlv2 import Owlv2Detector, resolve_device
 from vesl.records import ImageRecord, Phrase
-from vesl.transforms.detect import prepare_image
+from vesl.vision.prepare import prepare_image
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_BENCH = ROOT.parent / "shared" / "bench"
+# ../shared beside the checkout (development machine) or ./shared inside it (copied for a GPU run).
+SHARED_BENCH = next(
+    (p for p in (ROOT / "shared" / "bench", ROOT.parent / "shared" / "bench") if p.exists()),
+    ROOT.parent / "shared" / "bench",
+)
 
 
 def load_inputs(max_queries: int) -> tuple[list[bytes], list[list[str]], str]:

@@ -16,7 +16,7 @@ from vesl.models.checkpoint import CheckpointError, load_checkpoint, preflight
 from vesl.models.clip_tokenizer import build_clip_tokenizer
 from vesl.models.owlv2 import DeviceUnavailable, Owlv2Detector, query_bucket, resolve_device
 from vesl.records import ImageRecord, Phrase
-from vesl.transforms.detect import prepare_image
+from vesl.vision.prepare import prepare_image
 
 
 @pytest.fixture(scope="module")

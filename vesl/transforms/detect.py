@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -22,22 +21,8 @@ from vesl.config import DetectConfig
 from vesl.models.owlv2 import Owlv2Detector
 from vesl.records import Detections, DetectorInput, ImageRecord, Reason, Reject, Stage
 from vesl.transforms import METRICS_NAMESPACE, RECORDS, REJECTS
-from vesl.vision.decode import ImageDecodeError, decode_image
-from vesl.vision.geometry import letterbox
-
-
-def prepare_image(record: ImageRecord, config: DetectConfig, keep_image_bytes: bool) -> DetectorInput:
-    """Decode, validate and letterbox one record (raises ImageDecodeError)."""
-    decoded = decode_image(record.image_bytes, config.max_image_pixels, config.alpha_background)
-    pixels, cw, ch = letterbox(decoded.image, config.image_size)
-    sized = dataclasses.replace(
-        record,
-        width=decoded.image.width,
-        height=decoded.image.height,
-        image_format=decoded.format,
-        image_bytes=record.image_bytes if keep_image_bytes else b"",
-    )
-    return DetectorInput(sized, pixels, cw, ch)
+from vesl.vision.decode import ImageDecodeError
+from vesl.vision.prepare import prepare_image
 
 
 class DecodeImagesFn(beam.DoFn):
