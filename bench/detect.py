@@ -89,7 +89,8 @@ def run_end_to_end(detector, items, args, config: DetectConfig, filter_config: F
 
     batches = [items[i : i + args.batch] for i in range(0, len(items), args.batch)]
     regions = 0
-    context = multiprocessing.get_context("fork")
+    # spawn, not fork: the parent already holds a CUDA context, which forked children must not inherit.
+    context = multiprocessing.get_context("spawn")
     with context.Pool(args.workers, initializer=_init_worker, initargs=(config,)) as pool:
 
         def prepared_batches():
