@@ -86,25 +86,6 @@ def plan_run(shards: list[str], layout: OutputLayout, config: VeslConfig, overwr
     return RunPlan([ids[i] for i in sorted(ids) if i not in committed], committed)
 
 
-def preflight_captioner(spec: str) -> str:
-    """The captioning checkpoint's config can be read (one clear line if not); returns its weights
-    description ("pretrained" / "random weights")."""
-    from transformers import AutoConfig
-
-    from vesl.models.checkpoint import _existing_local, describe_weights, is_remote, localize
-
-    try:
-        return describe_weights(
-            AutoConfig.from_pretrained(localize(spec) if is_remote(spec) else _existing_local(spec, localize(spec)))
-        )
-    except CheckpointError as exc:
-        raise CheckpointError(str(exc).replace("OWLv2 checkpoint", "captioning checkpoint")) from None
-    except Exception as exc:
-        text = str(exc).strip()
-        first = text.splitlines()[0] if text else "no message"
-        raise CheckpointError(f"cannot load captioning checkpoint {spec!r}: {type(exc).__name__}: {first}") from exc
-
-
 def is_dry_run(options: PipelineOptions) -> bool:
     return bool(options.view_as(TestOptions).dry_run)
 
@@ -143,7 +124,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         weights = preflight(config.detect.checkpoint)
     captioner = config.caption.describe()
     if config.caption.enabled and not dry_run:
-        captioner += f"; {preflight_captioner(config.caption.checkpoint)}"
+        captioner += f"; {preflight(config.caption.checkpoint, model_type=None, what='captioning')}"
     provenance = Provenance.for_run(
         config.preset, config.detect.checkpoint, config.detect.image_size, weights, config.digest(), captioner
     )

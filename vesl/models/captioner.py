@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from vesl.config import CaptionConfig
-from vesl.models.checkpoint import CheckpointError, _existing_local, is_remote, localize
+from vesl.models.checkpoint import checkpoint_path, one_line_errors
 from vesl.models.owlv2 import resolve_device
 from vesl.models.tiny import RANDOM_WEIGHTS_FLAG
 
@@ -40,17 +40,10 @@ class Captioner:
 
         hf_logging.disable_progress_bar()
         device = resolve_device(config.device)
-        spec = config.checkpoint
-        try:
-            path = localize(spec) if is_remote(spec) else _existing_local(spec, localize(spec))
+        with one_line_errors(config.checkpoint, "captioning"):
+            path = checkpoint_path(config.checkpoint, "captioning")
             model = AutoModelForImageTextToText.from_pretrained(path, dtype=getattr(torch, config.dtype))
             processor = AutoProcessor.from_pretrained(path)
-        except CheckpointError:
-            raise
-        except Exception as exc:
-            text = str(exc).strip()
-            first = text.splitlines()[0] if text else "no message"
-            raise CheckpointError(f"cannot load captioning checkpoint {spec!r}: {type(exc).__name__}: {first}") from exc
         return cls(model.to(device).eval(), processor, device, config)
 
     def caption(self, images: Sequence) -> list[str]:

@@ -50,7 +50,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "vesl")) / "checkpoints"
 
 
-def localize(spec: str) -> str:
+def localize(spec: str, what: str = "OWLv2") -> str:
     """A local folder, an HF id (returned as is), or a remote folder copied into the cache."""
     if spec.startswith("file://"):
         spec = spec[len("file://") :]
@@ -64,7 +64,7 @@ def localize(spec: str) -> str:
         return str(target)
     fs, root = fsspec.core.url_to_fs(spec)
     if not fs.exists(f"{root.rstrip('/')}/config.json"):
-        raise _error(spec, "no config.json there")
+        raise checkpoint_error(spec, "no config.json there", what)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent))
     fs.get(root.rstrip("/") + "/", str(staging), recursive=True)
@@ -80,12 +80,12 @@ def describe_weights(config) -> str:
     return "random weights" if get(RANDOM_WEIGHTS_FLAG, False) else "pretrained"
 
 
-def _error(spec: str, why: str) -> CheckpointError:
-    return CheckpointError(f"cannot load OWLv2 checkpoint {spec!r}: {why}")
+def checkpoint_error(spec: str, why: str, what: str = "OWLv2") -> CheckpointError:
+    return CheckpointError(f"cannot load {what} checkpoint {spec!r}: {why}")
 
 
 @contextmanager
-def _one_line_errors(spec: str):
+def one_line_errors(spec: str, what: str = "OWLv2"):
     """Whatever goes wrong while loading becomes one CheckpointError line naming the checkpoint."""
     try:
         yield
@@ -93,21 +93,27 @@ def _one_line_errors(spec: str):
         raise
     except Exception as exc:
         text = str(exc).strip()
-        raise _error(spec, f"{type(exc).__name__}: {text.splitlines()[0] if text else 'no message'}") from exc
+        why = f"{type(exc).__name__}: {text.splitlines()[0] if text else 'no message'}"
+        raise checkpoint_error(spec, why, what) from exc
 
 
-def _check_model_type(spec: str, model_type: str | None) -> None:
-    if model_type != "owlv2":
-        raise _error(spec, f"model_type is {model_type!r}, not 'owlv2'")
-
-
-def _existing_local(spec: str, path: str) -> str:
+def checkpoint_path(spec: str, what: str = "OWLv2") -> str:
+    """What ``from_pretrained`` gets: a checked local folder, a cached copy of a remote folder, or a
+    Hugging Face id as it is."""
+    if is_remote(spec):
+        return localize(spec, what)
+    path = localize(spec, what)
     if not looks_local(path):
         return path  # a Hugging Face id
     folder = Path(path).expanduser()
     if not folder.is_dir():
-        raise _error(spec, "no such folder")
+        raise checkpoint_error(spec, "no such folder", what)
     return str(folder)
+
+
+def _check_model_type(spec: str, model_type: str | None, expected: str | None, what: str) -> None:
+    if expected is not None and model_type != expected:
+        raise checkpoint_error(spec, f"model_type is {model_type!r}, not {expected!r}", what)
 
 
 def load_checkpoint(
@@ -118,33 +124,34 @@ def load_checkpoint(
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    with _one_line_errors(spec):
-        path = localize(spec) if is_remote(spec) else _existing_local(spec, localize(spec))
+    with one_line_errors(spec):
+        path = checkpoint_path(spec)
         kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
         model = Owlv2ForObjectDetection.from_pretrained(path, dtype=getattr(torch, dtype), **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path)
-    _check_model_type(spec, model.config.model_type)
+    _check_model_type(spec, model.config.model_type, "owlv2", "OWLv2")
     model.to(device).eval()
     return LoadedCheckpoint(model, tokenizer, spec, describe_weights(model.config))
 
 
-def preflight(spec: str) -> str:
-    """Cheap driver-side check before a pipeline is built: the checkpoint's config can be read and
-    is an OWLv2 one. Returns the weights description ("pretrained" / "random weights")."""
-    with _one_line_errors(spec):
+def preflight(spec: str, model_type: str | None = "owlv2", what: str = "OWLv2") -> str:
+    """Cheap driver-side check before a pipeline is built: the checkpoint's config can be read (and,
+    with ``model_type``, is of that type). Returns the weights description ("pretrained" / "random
+    weights")."""
+    with one_line_errors(spec, what):
         if is_remote(spec):
             import fsspec
 
             fs, root = fsspec.core.url_to_fs(spec)
             with fs.open(f"{root.rstrip('/')}/config.json") as f:
                 config = json.load(f)
-            model_type = config.get("model_type")
+            found = config.get("model_type")
         else:
             from transformers import AutoConfig
 
-            config = AutoConfig.from_pretrained(_existing_local(spec, localize(spec)))
-            model_type = config.model_type
-    _check_model_type(spec, model_type)
+            config = AutoConfig.from_pretrained(checkpoint_path(spec, what))
+            found = config.model_type
+    _check_model_type(spec, found, model_type, what)
     return describe_weights(config)
 
 
