@@ -192,16 +192,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     tokenizer = build_clip_tokenizer()
     model = random_model(args.arch, args.dtype, args.attn).to(device)
-    detector = Owlv2Detector(
-        model,
-        tokenizer,
-        device,
-        args.image_size,
-        args.dtype,
-        position_embedding=args.position_embedding,
-        compile_model=args.compile,
-        compile_mode=args.compile_mode,
-    )
+    detector = Owlv2Detector.for_model(model, tokenizer, device, config)
     base = {
         "bench": "detect",
         "date": date.today().isoformat(),

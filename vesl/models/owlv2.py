@@ -125,9 +125,14 @@ class Owlv2Detector:
         loaded = load_checkpoint(
             config.checkpoint, device=device, dtype=config.dtype, attn_implementation=config.attn_implementation
         )
+        return cls.for_model(loaded.model, loaded.tokenizer, device, config)
+
+    @classmethod
+    def for_model(cls, model, tokenizer, device: str, config) -> Owlv2Detector:
+        """A detector over an already built model, with a DetectConfig's settings."""
         return cls(
-            loaded.model,
-            loaded.tokenizer,
+            model,
+            tokenizer,
             device,
             config.image_size,
             config.dtype,
