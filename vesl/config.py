@@ -133,7 +133,6 @@ class WriteConfig:
     tfrecord: bool = True
     parquet_compression: str = "zstd"  # zstd | snappy | gzip | none
     tfrecord_compression: str = "none"  # none | gzip
-    num_shards: int = 0  # 0: the runner decides
     write_image_bytes: bool = False  # embed the original encoded image in both layouts
 
 

@@ -82,7 +82,6 @@ _FIELDS: list[tuple[str, str, str, Any, str]] = [
     ("write_tfrecord", "write", "tfrecord", _bool, "write TFRecord shards (default true)"),
     ("parquet_compression", "write", "parquet_compression", str, "zstd | snappy | gzip | none"),
     ("tfrecord_compression", "write", "tfrecord_compression", str, "none | gzip"),
-    ("num_shards", "write", "num_shards", int, "output shards per format (0: runner decides)"),
     ("write_image_bytes", "write", "write_image_bytes", _bool, "embed encoded images in the outputs"),
 ]
 
