@@ -292,3 +292,9 @@ def test_fast_np_matcher_equals_nltk_regexp_parser(tags):
     from vesl.text.nltk_phrases import np_chunk_ranges
 
     assert np_chunk_ranges(tags, fast=True) == np_chunk_ranges(tags, fast=False)
+
+
+def test_both_mode_does_not_swallow_a_participle_the_tagger_calls_a_noun(both_extractor):
+    phrases = both_extractor.extract("A red motorcycle standing in a garage")
+    assert "a red motorcycle standing" not in [p.text.lower() for p in phrases]
+    assert {normalize_phrase(p.text) for p in phrases} == {"a red motorcycle", "a garage"}

@@ -143,15 +143,17 @@ class TokenTable:
     """The attributes phrase building reads, pulled out of a parsed Doc once (Token objects are
     created per access in spaCy, so one pass is much cheaper than several)."""
 
-    __slots__ = ("doc", "ends", "lower", "pos", "skip", "space", "starts", "tag")
+    __slots__ = ("dep", "doc", "ends", "lower", "pos", "skip", "space", "starts", "tag")
 
     def __init__(self, doc):
         self.doc = doc
-        self.lower, self.tag, self.pos, self.starts, self.ends, self.skip, self.space = [], [], [], [], [], [], []
+        self.lower, self.tag, self.pos, self.dep = [], [], [], []
+        self.starts, self.ends, self.skip, self.space = [], [], [], []
         for t in doc:
             self.lower.append(t.lower_)
             self.tag.append(t.tag_)
             self.pos.append(t.pos_)
+            self.dep.append(t.dep_)
             self.starts.append(t.idx)
             self.ends.append(t.idx + len(t))
             self.space.append(t.is_space)
@@ -212,6 +214,18 @@ def noun_chunk_phrases(
     ]
 
 
+# Dependency labels of clauses: a word heading one is a verb whatever its fine tag says.
+_CLAUSE_DEPS = frozenset({"acl", "relcl", "advcl", "ccomp", "xcomp"})
+
+
+def _grammar_tag(table: TokenTable, i: int) -> str:
+    """The fine tag CLOC's grammar sees. The tagger sometimes calls a participle a noun ("a red
+    motorcycle standing in a garage": standing/NN) where the parser knows it heads a clause (acl);
+    such a word is read as VBG, so the grammar does not swallow it into the noun phrase."""
+    tag = table.tag[i]
+    return "VBG" if tag.startswith("NN") and table.dep[i] in _CLAUSE_DEPS else tag
+
+
 def cloc_grammar_phrases(
     doc, max_phrases: int = 20, source: str = "cloc", table: TokenTable | None = None
 ) -> list[Phrase]:
@@ -224,7 +238,7 @@ def cloc_grammar_phrases(
     table = table or TokenTable(doc)
     generic = generic_words()
     kept = [i for i, w in enumerate(table.lower) if w not in generic and not table.space[i]]
-    tagged = [(table.lower[i], table.tag[i]) for i in kept]
+    tagged = [(table.lower[i], _grammar_tag(table, i)) for i in kept]
     spans = [(table.starts[i], table.ends[i]) for i in kept]
     phrases = chunk_tagged(tagged, spans, len(kept), source, fast=True)
     token_after = {table.ends[i]: i + 1 for i in kept}
