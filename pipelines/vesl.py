@@ -21,6 +21,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from vesl.config import VeslConfig
 from vesl.io.layout import OutputLayout, shard_output_id
+from vesl.io.paths import expand_patterns
 from vesl.io.readers import shard_format
 from vesl.models.checkpoint import CheckpointError, preflight
 from vesl.options import VeslOptions, config_from_options
@@ -37,19 +38,10 @@ class UsageError(ValueError):
 
 def expand_inputs(patterns: list[str]) -> list[str]:
     """Patterns (globs, folders, files; local or remote) -> sorted shard paths VESL can read."""
-    shards: set[str] = set()
-    for pattern in (p.strip() for chunk in patterns for p in chunk.split(",")):
-        if not pattern:
-            continue
-        fs, path = fsspec.core.url_to_fs(pattern)
-        if fs.isdir(path):
-            matches = [m for m in fs.find(path) if shard_format(m)]
-        else:
-            matches = fs.glob(path) if any(c in path for c in "*?[") else ([path] if fs.exists(path) else [])
-        if not matches:
-            raise UsageError(f"no input matches {pattern!r}")
-        shards.update(fs.unstrip_protocol(m) if "://" in pattern else m for m in matches)
-    return sorted(shards)
+    try:
+        return expand_patterns(patterns, keep=lambda path: shard_format(path) is not None)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
 
 
 @dataclass(frozen=True)

@@ -50,8 +50,9 @@ def summary_header(config: VeslConfig, provenance: Provenance, layout: OutputLay
     }
 
 
-def _keyed(event_fn):
-    return lambda item: (shard_output_id(item.shard if hasattr(item, "shard") else item.record.shard), event_fn(item))
+def _by_shard(event_fn, shard_of=lambda item: item.shard):
+    """(shard id, event) pairs: accounting is per input shard."""
+    return lambda item: (shard_output_id(shard_of(item)), event_fn(item))
 
 
 def build_pipeline(
@@ -88,10 +89,10 @@ def build_pipeline(
     rejects = [stage[REJECTS] for stage in stages] | "AllRejects" >> beam.Flatten()
     events = (
         paths | "ShardEvents" >> beam.Map(lambda path: (shard_output_id(path), accounting.shard_event(path))),
-        read[RECORDS] | "ReadEvents" >> beam.Map(_keyed(accounting.read_event)),
-        read[REJECTS] | "ReadRejectEvents" >> beam.Map(_keyed(accounting.read_event)),
-        labeled[RECORDS] | "WrittenEvents" >> beam.Map(_keyed(accounting.written_event)),
-        rejects | "RejectedEvents" >> beam.Map(_keyed(accounting.rejected_event)),
+        read[RECORDS] | "ReadEvents" >> beam.Map(_by_shard(accounting.read_event)),
+        read[REJECTS] | "ReadRejectEvents" >> beam.Map(_by_shard(accounting.read_event)),
+        labeled[RECORDS] | "WrittenEvents" >> beam.Map(_by_shard(accounting.written_event, lambda i: i.record.shard)),
+        rejects | "RejectedEvents" >> beam.Map(_by_shard(accounting.rejected_event)),
     ) | "AllEvents" >> beam.Flatten()
     header = summary_header(config, provenance, layout, len(shards) + len(committed))
     summary = (labeled[RECORDS], rejects, events, paths) | "WriteShardOutputs" >> WriteShardOutputs(

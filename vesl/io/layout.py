@@ -19,7 +19,6 @@ import posixpath
 import re
 from dataclasses import dataclass
 
-FORMATS = ("parquet", "tfrecord", "rejects")
 TEMP_DIR = "_temporary"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 

@@ -22,7 +22,7 @@ _F = descriptor_pb2.FieldDescriptorProto
 def _build_classes():
     fd = descriptor_pb2.FileDescriptorProto(name="vesl/tensorflow_example.proto", package="tensorflow", syntax="proto3")
 
-    def message(name: str, fields: list[tuple[str, int, int, int, str | None, bool]], nested=()):
+    def message(name: str, fields: list[tuple[str, int, int, int, str | None, bool]]):
         msg = fd.message_type.add(name=name) if isinstance(name, str) else name
         for fname, number, ftype, label, type_name, packed in fields:
             field = msg.field.add(name=fname, number=number, type=ftype, label=label)

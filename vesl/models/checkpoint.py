@@ -21,7 +21,6 @@ from pathlib import Path
 
 from vesl.models.tiny import RANDOM_WEIGHTS_FLAG
 
-REQUIRED_FILES = ("config.json",)
 CACHE_ENV = "VESL_CACHE"
 
 

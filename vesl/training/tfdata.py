@@ -86,13 +86,12 @@ def vesl_tf_dataset(pattern: str, include_image: bool = False, compression: str 
 
 def iter_numpy_examples(pattern: str, verify_crc: bool = True) -> Iterator[dict[str, np.ndarray | bytes | int | float]]:
     """Examples as numpy arrays (lists) and Python scalars, CRC-checked, without TensorFlow."""
-    import fsspec
+    from vesl.io.paths import expand_patterns
 
-    fs, path = fsspec.core.url_to_fs(pattern)
-    files = sorted(fs.glob(path)) if any(c in path for c in "*?[") else [path]
+    files = expand_patterns([pattern], keep=lambda path: ".tfrecord" in path)
     dtypes = {"bytes": object, "float": np.float32, "int64": np.int64}
     for f in files:
-        for raw in read_tfrecord_file(fs.unstrip_protocol(f) if "://" in pattern else f, verify_crc):
+        for raw in read_tfrecord_file(f, verify_crc):
             features = decode_example(raw)
             example: dict = {}
             for key, (kind, values) in features.items():

@@ -40,19 +40,11 @@ except ImportError:  # pragma: no cover - the package requires torch; readers ma
 
 
 def expand_sources(source: str | Sequence[str]) -> list[str]:
-    import fsspec
+    """Parquet files of a folder, glob or list of them (local or remote)."""
+    from vesl.io.paths import expand_patterns
 
     patterns = [source] if isinstance(source, str) else list(source)
-    files: list[str] = []
-    for pattern in patterns:
-        fs, path = fsspec.core.url_to_fs(pattern)
-        if fs.isdir(path):
-            path = path.rstrip("/") + "/*.parquet"
-        matches = fs.glob(path) if any(c in path for c in "*?[") else [path]
-        files += [fs.unstrip_protocol(m) if "://" in pattern else m for m in matches]
-    if not files:
-        raise FileNotFoundError(f"no Parquet files match {patterns}")
-    return sorted(set(files))
+    return expand_patterns(patterns, keep=lambda path: path.endswith(".parquet"))
 
 
 def _reader_slot(rank: int | None, world_size: int | None) -> tuple[int, int]:

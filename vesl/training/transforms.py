@@ -27,8 +27,6 @@ MODES = ("resize", "pad_center", "pad_bottom_right")
 class Placement:
     """Where the original image lands in the training input, in training pixels."""
 
-    scale_x: float
-    scale_y: float
     offset_x: float
     offset_y: float
     content_width: int
@@ -48,13 +46,13 @@ class TrainingTransform:
     def placement(self, width: int, height: int) -> Placement:
         size = self.size
         if self.mode == "resize":
-            return Placement(size / width, size / height, 0, 0, size, size)
+            return Placement(0, 0, size, size)
         if self.mode == "pad_center":
             ratio = max(width / size, height / size)
             cw, ch = max(1, math.floor(width / ratio)), max(1, math.floor(height / ratio))
-            return Placement(cw / width, ch / height, (size - cw) // 2, (size - ch) // 2, cw, ch)
+            return Placement((size - cw) // 2, (size - ch) // 2, cw, ch)
         cw, ch = content_size(width, height, size)
-        return Placement(cw / width, ch / height, 0, 0, cw, ch)
+        return Placement(0, 0, cw, ch)
 
     def image(self, image: Image.Image) -> np.ndarray:
         """RGB image -> ``size x size x 3`` uint8."""

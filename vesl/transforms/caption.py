@@ -19,7 +19,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 from vesl.config import CaptionConfig, DetectConfig
 from vesl.models.captioner import Captioner
 from vesl.records import ImageRecord, Reason, Reject, Stage
-from vesl.transforms import METRICS_NAMESPACE, RECORDS, REJECTS
+from vesl.transforms import METRICS_NAMESPACE, RECORDS, REJECTS, reject_failed_batch
 from vesl.vision.decode import ImageDecodeError, decode_image
 
 
@@ -62,13 +62,6 @@ class CaptionerModelHandler(ModelHandler[tuple, str, Captioner]):
         return "vesl_captioner"
 
 
-def _reject_failed_batch(failed) -> Iterable[Reject]:
-    batch, exc = failed
-    detail = f"{type(exc).__name__}: {exc}"[:500]
-    for record, _ in batch:
-        yield Reject.of(record, Stage.CAPTION, Reason.CAPTIONER_ERROR, detail)
-
-
 class CaptionImages(beam.PTransform):
     def __init__(self, config: CaptionConfig, detect: DetectConfig):
         super().__init__()
@@ -85,7 +78,9 @@ class CaptionImages(beam.PTransform):
         with_captions = captioned | "AttachCaptions" >> beam.Map(
             lambda result: dataclasses.replace(result.example, generated_caption=result.inference)
         )
-        failed_rejects = failed.failed_inferences | "RejectFailedBatches" >> beam.FlatMap(_reject_failed_batch)
+        failed_rejects = failed.failed_inferences | "RejectFailedBatches" >> beam.FlatMap(
+            reject_failed_batch, Stage.CAPTION, Reason.CAPTIONER_ERROR, lambda item: item[0]
+        )
         return {
             RECORDS: with_captions,
             REJECTS: (decoded[REJECTS], failed_rejects) | "MergeRejects" >> beam.Flatten(),

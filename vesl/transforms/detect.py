@@ -20,7 +20,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 from vesl.config import DetectConfig
 from vesl.models.owlv2 import Owlv2Detector
 from vesl.records import Detections, DetectorInput, ImageRecord, Reason, Reject, Stage
-from vesl.transforms import METRICS_NAMESPACE, RECORDS, REJECTS
+from vesl.transforms import METRICS_NAMESPACE, RECORDS, REJECTS, reject_failed_batch
 from vesl.vision.decode import ImageDecodeError
 from vesl.vision.prepare import prepare_image
 
@@ -76,13 +76,6 @@ class Owlv2ModelHandler(ModelHandler[DetectorInput, Detections, Owlv2Detector]):
         return "vesl_owlv2"
 
 
-def _reject_failed_batch(failed) -> Iterable[Reject]:
-    batch, exc = failed
-    detail = f"{type(exc).__name__}: {exc}"[:500]
-    for item in batch:
-        yield Reject.of(item.record, Stage.DETECT, Reason.INFERENCE_ERROR, detail)
-
-
 class DetectRegions(beam.PTransform):
     def __init__(self, config: DetectConfig, min_score: float, keep_image_bytes: bool):
         super().__init__()
@@ -101,7 +94,9 @@ class DetectRegions(beam.PTransform):
         inferred, failed = with_queries | "OWLv2" >> RunInference(handler).with_exception_handling()
         detected = inferred | "Unwrap" >> beam.Map(lambda r: (r.example.record, r.inference))
         skipped = without_queries | "NoQueries" >> beam.Map(lambda item: (item.record, Detections.empty()))
-        failed_rejects = failed.failed_inferences | "RejectFailedBatches" >> beam.FlatMap(_reject_failed_batch)
+        failed_rejects = failed.failed_inferences | "RejectFailedBatches" >> beam.FlatMap(
+            reject_failed_batch, Stage.DETECT, Reason.INFERENCE_ERROR, lambda item: item.record
+        )
         return {
             RECORDS: (detected, skipped) | "MergeDetections" >> beam.Flatten(),
             REJECTS: (decoded[REJECTS], failed_rejects) | "MergeRejects" >> beam.Flatten(),
