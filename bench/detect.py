@@ -5,14 +5,17 @@ Prints one JSON line per measurement.
 
     python -m bench.detect [--arch tiny|owlv2-b16|owlv2-l14] [--image-size 448] [--batch 64]
         [--dtype bfloat16] [--attn sdpa] [--compile [--compile-mode reduce-overhead]] [--images 512]
-        [--workers 8] [--top-k 12]
+        [--workers 8] [--top-k 12] [--image-decoder pil|nvimgcodec]
 
 Random weights of the real architecture (no checkpoint needed: the FLOPs are the same). Random
 weights score far more boxes than a trained model, so regions are capped at the best ``--top-k``
 per image above ``--threshold`` (default 12, CLOC's ~11.5 regions per image). Images: the COCO
 photos and phrase lists of ../shared/bench (when present), else the bundled sample photos with
 phrases from VESL's phrase stage. On a GPU the host work (decode, letterbox) runs in ``--workers``
-processes while the GPU works on the previous batch. Runs on CPU with ``--arch tiny`` (tests do).
+processes while the GPU works on the previous batch; with ``--image-decoder nvimgcodec`` the workers
+only check headers and JPEGs are decoded and letterboxed on the GPU in batches (the equality check then
+covers the decoder too: the reference decodes with Pillow). Runs on CPU with ``--arch tiny`` (tests
+do).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from vesl.models.clip_tokenizer import build_clip_tokenizer
 from vesl.models.equality import check_fast_path
 from vesl.models.owlv2 import Owlv2Detector, resolve_device
 from vesl.records import ImageRecord, Phrase
+from vesl.vision.device_decode import DecodeFailure
 from vesl.vision.prepare import prepare_image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,19 +73,21 @@ def load_inputs(max_queries: int) -> tuple[list[bytes], list[list[str]], str]:
 
 
 _PREP_CONFIG: DetectConfig | None = None
+_ON_DEVICE = False
 
 
-def _init_worker(config: DetectConfig) -> None:
-    global _PREP_CONFIG
-    _PREP_CONFIG = config
+def _init_worker(config: DetectConfig, decode_on_device: bool = False) -> None:
+    global _PREP_CONFIG, _ON_DEVICE
+    _PREP_CONFIG, _ON_DEVICE = config, decode_on_device
 
 
-def _prepare(item: tuple[int, bytes, list[str]]):
+def _prepare(item: tuple[int, bytes, list[str]], decode_on_device: bool | None = None):
     index, data, queries = item
     phrases = tuple(Phrase(q, 0, 0, "cloc") for q in queries)
     record = ImageRecord(str(index), "bench", index, "", data, phrases=phrases)
-    prepared = prepare_image(record, _PREP_CONFIG, keep_image_bytes=False)
-    return prepared.record, prepared.pixels, (prepared.content_width, prepared.content_height)
+    on_device = _ON_DEVICE if decode_on_device is None else decode_on_device
+    prepared = prepare_image(record, _PREP_CONFIG, keep_image_bytes=False, decode_on_device=on_device)
+    return prepared.record, prepared.image, (prepared.content_width, prepared.content_height)
 
 
 def run_end_to_end(detector, items, args, config: DetectConfig, filter_config: FilterConfig) -> dict:
@@ -91,7 +97,8 @@ def run_end_to_end(detector, items, args, config: DetectConfig, filter_config: F
     regions = 0
     # spawn, not fork: the parent already holds a CUDA context, which forked children must not inherit.
     context = multiprocessing.get_context("spawn")
-    with context.Pool(args.workers, initializer=_init_worker, initargs=(config,)) as pool:
+    on_device = detector.image_decoder is not None
+    with context.Pool(args.workers, initializer=_init_worker, initargs=(config, on_device)) as pool:
 
         def prepared_batches():
             # imap keeps `workers` processes decoding ahead while the GPU runs the current batch.
@@ -115,6 +122,8 @@ def run_end_to_end(detector, items, args, config: DetectConfig, filter_config: F
                 config.query_buckets,
             )
             for record, det in zip(records, detections):
+                if isinstance(det, DecodeFailure):
+                    raise RuntimeError(f"bench image {record.key} failed to decode: {det}")
                 regions += len(filter_detections(record, det, filter_config).regions)
         if detector.device.type == "cuda":
             torch.cuda.synchronize()
@@ -124,6 +133,26 @@ def run_end_to_end(detector, items, args, config: DetectConfig, filter_config: F
         "img_per_s": round(timed / seconds, 2),
         "images_timed": timed,
         "regions_per_image": round(regions / timed, 2),
+        "decoder_fallbacks": detector.image_decoder.fallbacks if on_device else None,
+    }
+
+
+def run_host_only(items, args, config: DetectConfig, decode_on_device: bool) -> dict:
+    """The CPU work per image of the configured decode path, on one core: Pillow decode + letterbox
+    (pil), or the header check that is all the CPU does when JPEGs decode on the device."""
+    _init_worker(config, decode_on_device)
+    sample = items[: max(args.images, 1)]
+    for item in sample[:8]:  # warm caches
+        _prepare(item)
+    start = time.perf_counter()
+    for item in sample:
+        _prepare(item)
+    seconds = time.perf_counter() - start
+    return {
+        "host_work": "header check" if decode_on_device else "decode + letterbox",
+        "ms_per_image": round(1000 * seconds / len(sample), 3),
+        "img_per_s_per_core": round(len(sample) / seconds, 1),
+        "images_timed": len(sample),
     }
 
 
@@ -169,8 +198,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--threshold", type=float, default=0.1)
     parser.add_argument("--top-k", type=int, default=12)
     parser.add_argument("--warmup-batches", type=int, default=1)
-    parser.add_argument("--modes", default="e2e,model,equality")
+    parser.add_argument("--modes", default="e2e,model,equality", help="any of e2e,model,equality,host")
     parser.add_argument("--equality-images", type=int, default=64)
+    parser.add_argument("--image-decoder", default="pil", choices=("pil", "nvimgcodec", "auto"))
     args = parser.parse_args(argv)
 
     import torch
@@ -189,6 +219,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         compile=args.compile,
         compile_mode=args.compile_mode,
         position_embedding=args.position_embedding,
+        image_decoder=args.image_decoder,
     )
     tokenizer = build_clip_tokenizer()
     model = random_model(args.arch, args.dtype, args.attn).to(device)
@@ -206,6 +237,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "compile": args.compile,
         "compile_mode": args.compile_mode,
         "position_embedding": args.position_embedding,
+        "image_decoder": "nvimgcodec" if detector.image_decoder is not None else "pil",
         "threshold": args.threshold,
         "top_k": args.top_k,
         "inputs": source,
@@ -228,6 +260,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         emit("e2e", run_end_to_end(detector, items, args, config, FilterConfig(score_threshold=args.threshold)))
     if "model" in modes:
         emit("model", run_model_only(detector, items, args, config))
+    if "host" in modes:
+        emit("host", run_host_only(items, args, config, detector.image_decoder is not None))
     if "equality" in modes:
         reference = Owlv2Detector(
             random_model(args.arch, "float32", "eager").to(device),
@@ -239,12 +273,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
             text_cache_size=0,
         )
         _init_worker(config)
-        prepared = [_prepare(item) for item in items[: args.equality_images]]
+        # The reference decodes with Pillow on the host; the candidate takes its configured path.
+        on_host = [_prepare(item, decode_on_device=False) for item in items[: args.equality_images]]
+        as_run = [
+            _prepare(item, decode_on_device=detector.image_decoder is not None)
+            for item in items[: args.equality_images]
+        ]
         step = min(args.batch, 16)
         batches = []
-        for i in range(0, len(prepared), step):
-            records, pixels, sizes = zip(*prepared[i : i + step])
-            batches.append((list(pixels), list(sizes), [[p.text for p in r.phrases] for r in records]))
+        for i in range(0, len(on_host), step):
+            records, pixels, sizes = zip(*on_host[i : i + step])
+            candidate_images = [image for _, image, _ in as_run[i : i + step]]
+            batches.append(
+                (list(pixels), candidate_images, list(sizes), [[p.text for p in r.phrases] for r in records])
+            )
         report = check_fast_path(reference, detector, batches, args.threshold, args.top_k, config.query_buckets)
         emit("equality", {"reference": "float32 eager, same weights", **report.to_dict()})
     return results

@@ -115,6 +115,10 @@ class DetectConfig:
     # (transformers' bicubic resampling). Larger inputs are always interpolated.
     position_embedding: str = "truncate"
     text_cache_size: int = 4096  # phrase embeddings kept on the device
+    # Where JPEGs are decoded and letterboxed: "pil" (CPU workers), "nvimgcodec" (on the detector's
+    # device, batched: nvJPEG on a GPU), or "auto" (nvimgcodec when the detector runs on a GPU and
+    # nvImageCodec is installed). Other formats are always decoded on the CPU.
+    image_decoder: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -174,6 +178,8 @@ class VeslConfig:
             errors.append("detect.compile_mode must be default, reduce-overhead or max-autotune")
         if self.detect.position_embedding not in ("interpolate", "truncate"):
             errors.append("detect.position_embedding must be interpolate or truncate")
+        if self.detect.image_decoder not in ("auto", "pil", "nvimgcodec"):
+            errors.append("detect.image_decoder must be auto, pil or nvimgcodec")
         if self.detect.attn_implementation not in ("sdpa", "eager", "flash_attention_2"):
             errors.append("detect.attn_implementation must be sdpa, eager or flash_attention_2")
         if self.detect.batch_size < 1:

@@ -72,6 +72,7 @@ _FIELDS: list[tuple[str, str, str, Any, str]] = [
     ("compile_mode", "detect", "compile_mode", str, "default | reduce-overhead (CUDA graphs) | max-autotune"),
     ("position_embedding", "detect", "position_embedding", str, "truncate (scenic) | interpolate (transformers)"),
     ("text_cache_size", "detect", "text_cache_size", int, "phrase embeddings kept on the device"),
+    ("image_decoder", "detect", "image_decoder", str, "auto | pil (CPU) | nvimgcodec (JPEGs on the device)"),
     ("score_threshold", "filter", "score_threshold", float, "keep boxes with score > this (CLOC: 0.1)"),
     ("min_box_side_px", "filter", "min_box_side_px", float, "drop boxes with a side under this many pixels"),
     ("nms_iou", "filter", "nms_iou", _optional_float, "class-agnostic NMS IoU threshold, or off"),

@@ -122,11 +122,13 @@ class Reject:
 
 @dataclass(frozen=True, eq=False)
 class DetectorInput:
-    """A decoded image ready for the detector: ``pixels`` is ``size x size x 3`` uint8, the image
-    resized into the top-left ``content_width x content_height`` corner (the rest is padding)."""
+    """An image ready for the detector. ``image`` is either decoded on the CPU (``size x size x 3``
+    uint8, the image resized into the top-left ``content_width x content_height`` corner, the rest
+    padding) or a ``vesl.vision.device_decode.EncodedImage`` that the detector decodes and
+    letterboxes on its device into the same layout."""
 
     record: ImageRecord
-    pixels: np.ndarray
+    image: Any  # np.ndarray | EncodedImage
     content_width: int
     content_height: int
 

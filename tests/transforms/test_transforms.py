@@ -71,3 +71,33 @@ def test_handler_batching_and_sharing_settings(share):
     handler = Owlv2ModelHandler(DetectConfig(batch_size=16, share_model_across_processes=share), min_score=0.1)
     assert handler.batch_elements_kwargs()["max_batch_size"] == 16
     assert handler.share_model_across_processes() is share
+
+
+def test_decoding_on_the_device_keeps_every_record_accounted_for(tiny_checkpoint, photo_samples):
+    """image_decoder=nvimgcodec (its CPU backend here): JPEGs travel encoded to the model handler; one
+    whose data breaks after a valid header fails there, on the device and on the CPU fallback, and is
+    rejected at the decode stage; other formats take the CPU path; counts balance."""
+    pytest.importorskip("nvidia.nvimgcodec")
+    from tests import images
+
+    phrases = (Phrase("a cat", 0, 5, "cloc"),)
+    good = [ImageRecord(s.key, "s", i, s.caption, s.image, phrases=phrases) for i, s in enumerate(photo_samples)]
+    truncated = photo_samples[0].image[: len(photo_samples[0].image) // 3]
+    bad = [
+        ImageRecord("truncated_jpeg", "s", 10, "a cat", truncated, phrases=phrases),
+        ImageRecord("garbage", "s", 11, "a cat", b"<html>not found</html>", phrases=phrases),
+    ]
+    png = ImageRecord("png", "s", 12, "a cat", images.grayscale_png(), phrases=phrases)
+    config = DetectConfig(checkpoint=tiny_checkpoint, image_size=64, batch_size=4, image_decoder="nvimgcodec")
+    with pipeline() as p:
+        out = p | beam.Create([*good, *bad, png]) | DetectRegions(config, min_score=0.0, keep_image_bytes=False)
+        assert_that(
+            out[REJECTS] | "rej" >> beam.Map(lambda r: (r.key, r.stage, r.reason)),
+            equal_to([("truncated_jpeg", "decode", "corrupt_image"), ("garbage", "decode", "not_an_image")]),
+            label="rej",
+        )
+        assert_that(
+            out[RECORDS] | "ok" >> beam.Map(lambda pair: (pair[0].key, pair[0].image_format, len(pair[1]) > 0)),
+            equal_to([(r.key, "JPEG", True) for r in good] + [("png", "PNG", True)]),
+            label="ok",
+        )

@@ -64,6 +64,24 @@ def test_detect_bench_runs_on_cpu_with_the_tiny_architecture(capsys):
     assert len(capsys.readouterr().out.splitlines()) == 3
 
 
+def test_detect_bench_decodes_on_the_device_when_asked(capsys):
+    """--image-decoder nvimgcodec (CPU backend here): e2e and the equality check run through the
+    device decoder; the equality reference still decodes with Pillow."""
+    import pytest
+
+    pytest.importorskip("nvidia.nvimgcodec")
+    from bench import detect
+
+    args = "--arch tiny --image-size 64 --batch 2 --images 4 --workers 1 --dtype float32 --device cpu"
+    results = detect.main(
+        [*args.split(), "--equality-images", "4", "--modes", "e2e,equality", "--image-decoder", "nvimgcodec"]
+    )
+    by_mode = {r["mode"]: r for r in results}
+    assert by_mode["e2e"]["image_decoder"] == "nvimgcodec" and by_mode["e2e"]["decoder_fallbacks"] == 0
+    assert by_mode["e2e"]["images_timed"] == 4
+    assert by_mode["equality"]["reference_boxes"] > 0 and by_mode["equality"]["max_score_diff"] <= 0.02
+
+
 def test_caption_bench_runs_on_cpu_with_the_tiny_captioner(capsys):
     from bench import caption
 

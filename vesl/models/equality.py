@@ -97,12 +97,15 @@ def check_fast_path(
     max_candidates: int,
     query_buckets: Sequence[int] = (),
 ) -> EqualityReport:
-    """Run both detectors on the same batches of (pixels, content sizes, queries) and compare."""
+    """Run both detectors on the same batches and compare. A batch is (images, content sizes, queries)
+    for both, or (reference images, candidate images, content sizes, queries) when the candidate
+    takes the same images in another form (encoded, to decode on its device)."""
     reference: list[Detections] = []
     candidate: list[Detections] = []
-    for pixels, sizes, queries in batches:
-        reference += reference_detector.detect(pixels, sizes, queries, min_score, max_candidates)
+    for batch in batches:
+        reference_images, candidate_images, sizes, queries = batch if len(batch) == 4 else (batch[0], *batch)
+        reference += reference_detector.detect(reference_images, sizes, queries, min_score, max_candidates)
         candidate += candidate_detector.detect(
-            pixels, sizes, queries, max(0.0, min_score - MAX_SCORE_DIFF), 2 * max_candidates, query_buckets
+            candidate_images, sizes, queries, max(0.0, min_score - MAX_SCORE_DIFF), 2 * max_candidates, query_buckets
         )
     return compare_detections(reference, candidate, min_side=1.0 / reference_detector.image_size)

@@ -8,7 +8,10 @@ three changes that make batches correct and cheaper:
 - each distinct phrase of a batch is embedded once, and embeddings of recent phrases are kept on the
   device (``text_cache_size``): captions repeat the same few thousand phrases;
 - post-processing happens on the device: per box the best real query, its score and the box's
-  objectness; only boxes above ``min_score``, best ``max_candidates`` first, leave the device.
+  objectness; only boxes above ``min_score``, best ``max_candidates`` first, leave the device;
+- images may arrive encoded (``EncodedImage``) and are then decoded and letterboxed on the device as
+  one batch (``vesl.vision.device_decode``); an image no decoder reads gets a ``DecodeFailure`` in
+  place of its Detections, and the rest of the batch goes on.
 Boxes come back in the stored convention (``vesl.vision.geometry``).
 """
 
@@ -21,6 +24,7 @@ import numpy as np
 
 from vesl.models.clip_tokenizer import CLIP_MAX_LENGTH
 from vesl.records import Detections
+from vesl.vision.device_decode import DecodeFailure, DeviceImageDecoder, EncodedImage, resolve_image_decoder
 from vesl.vision.geometry import detector_to_stored
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -83,10 +87,12 @@ class Owlv2Detector:
         text_cache_size: int = 4096,
         compile_model: bool = False,
         compile_mode: str = "default",
+        image_decoder: DeviceImageDecoder | None = None,
     ):
         import torch
 
         self.model = model
+        self.image_decoder = image_decoder  # for EncodedImage inputs
         self.tokenizer = tokenizer
         self.device = torch.device(device)
         self.dtype = getattr(torch, dtype)
@@ -130,6 +136,9 @@ class Owlv2Detector:
     @classmethod
     def for_model(cls, model, tokenizer, device: str, config) -> Owlv2Detector:
         """A detector over an already built model, with a DetectConfig's settings."""
+        image_decoder = None
+        if resolve_image_decoder(config.image_decoder, device) == "nvimgcodec":
+            image_decoder = DeviceImageDecoder(device, config.max_image_pixels, config.alpha_background)
         return cls(
             model,
             tokenizer,
@@ -140,25 +149,63 @@ class Owlv2Detector:
             text_cache_size=config.text_cache_size,
             compile_model=config.compile,
             compile_mode=config.compile_mode,
+            image_decoder=image_decoder,
         )
 
     # -- inputs -----------------------------------------------------------------------------
-    def pixel_values(self, pixels: Sequence[np.ndarray], content_sizes: Sequence[tuple[int, int]]):
-        """uint8 ``size x size x 3`` letterboxed images -> normalized NCHW tensor, padding = 0.5."""
+    def pixel_values(self, pixels: Sequence, content_sizes: Sequence[tuple[int, int]]):
+        """Letterboxed images -> normalized NCHW tensor, padding = 0.5. Each image is uint8
+        ``size x size x 3`` (CPU-decoded) or a float ``3 x size x size`` tensor in [0, 1] already on
+        the device (decoded there)."""
         import torch
 
         size = self.image_size
-        host = torch.from_numpy(np.stack(pixels))
-        if self.device.type == "cuda":
-            host = host.pin_memory()  # page-locked: the copy below runs asynchronously
-        batch = host.to(self.device, non_blocking=True)
-        x = batch.permute(0, 3, 1, 2).float().div_(255.0)
+        host_rows = [i for i, p in enumerate(pixels) if isinstance(p, np.ndarray)]
+        if len(host_rows) == len(pixels):
+            x = self._upload([pixels[i] for i in host_rows])
+        else:
+            x = torch.empty((len(pixels), 3, size, size), dtype=torch.float32, device=self.device)
+            if host_rows:
+                x[torch.tensor(host_rows, device=self.device)] = self._upload([pixels[i] for i in host_rows])
+            for i, p in enumerate(pixels):
+                if not isinstance(p, np.ndarray):
+                    x[i] = p
         sizes = torch.tensor(content_sizes, device=self.device)
         cols = torch.arange(size, device=self.device).view(1, 1, 1, size)
         rows = torch.arange(size, device=self.device).view(1, 1, size, 1)
         outside = (cols >= sizes[:, 0].view(-1, 1, 1, 1)) | (rows >= sizes[:, 1].view(-1, 1, 1, 1))
         x = torch.where(outside, torch.full_like(x, PAD_VALUE), x)
         return ((x - self._mean) / self._std).to(self.dtype)
+
+    def _upload(self, pixels: Sequence[np.ndarray]):
+        """uint8 HWC arrays -> float NCHW in [0, 1] on the device."""
+        import torch
+
+        host = torch.from_numpy(np.stack(pixels))
+        if self.device.type == "cuda":
+            host = host.pin_memory()  # page-locked: the copy below runs asynchronously
+        return host.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+
+    def prepare_batch(self, images: Sequence, content_sizes: Sequence[tuple[int, int]]):
+        """Images (letterboxed uint8 arrays or ``EncodedImage``) -> (pixel values, content sizes,
+        {index: DecodeFailure}). A failed image keeps its place in the batch (fixed shapes) as padding;
+        its results are replaced by the failure."""
+        encoded_rows = [i for i, image in enumerate(images) if isinstance(image, EncodedImage)]
+        if not encoded_rows:
+            return self.pixel_values(images, content_sizes), list(content_sizes), {}
+        if self.image_decoder is None:
+            raise ValueError("encoded images need a detector built with an image decoder (image_decoder=nvimgcodec)")
+        decoded = self.image_decoder.letterboxed([images[i] for i in encoded_rows], self.image_size)
+        pixels, sizes = list(images), list(content_sizes)
+        failures: dict[int, DecodeFailure] = {}
+        blank = np.zeros((self.image_size, self.image_size, 3), np.uint8)
+        for i, result in zip(encoded_rows, decoded, strict=True):
+            if isinstance(result, DecodeFailure):
+                failures[i] = result
+                pixels[i], sizes[i] = blank, (1, 1)
+            else:
+                pixels[i], sizes[i] = result.pixels, (result.content_width, result.content_height)
+        return self.pixel_values(pixels, sizes), sizes, failures
 
     def _embed_phrases(self, phrases: Sequence[str]):
         tokens = self.tokenizer(
@@ -230,22 +277,25 @@ class Owlv2Detector:
 
     def detect(
         self,
-        pixels: Sequence[np.ndarray],
+        images: Sequence,
         content_sizes: Sequence[tuple[int, int]],
         queries: Sequence[Sequence[str]],
         min_score: float,
         max_candidates: int,
         query_buckets: Sequence[int] = (),
-    ) -> list[Detections]:
+    ) -> list[Detections | DecodeFailure]:
+        """Images (letterboxed uint8 arrays, or ``EncodedImage`` to decode on the device) with their
+        content sizes and phrase lists -> per image its Detections (or DecodeFailure)."""
         import torch
 
-        if not pixels:
+        if not images:
             return []
         if any(len(q) == 0 for q in queries):
             raise ValueError("every image needs at least one query (route query-less images around the detector)")
         phrases, index, mask = self.query_inputs(queries, query_buckets)
         with torch.inference_mode():
-            logits, boxes, objectness = self.forward(self.pixel_values(pixels, content_sizes), phrases, index, mask)
+            pixel_values, content_sizes, failures = self.prepare_batch(images, content_sizes)
+            logits, boxes, objectness = self.forward(pixel_values, phrases, index, mask)
             best_score, best_query = torch.sigmoid(logits).max(dim=-1)  # masked queries score 0
             k = min(max_candidates, best_score.shape[1])
             top_score, top_idx = best_score.topk(k, dim=1)  # sorted, best first
@@ -253,8 +303,11 @@ class Owlv2Detector:
             top_obj = objectness.gather(1, top_idx)
             top_boxes = boxes.gather(1, top_idx.unsqueeze(-1).expand(-1, -1, 4))
             scores, labels, obj, box = (t.cpu().numpy() for t in (top_score, top_query, top_obj, top_boxes))
-        results = []
+        results: list[Detections | DecodeFailure] = []
         for i, (cw, ch) in enumerate(content_sizes):
+            if i in failures:
+                results.append(failures[i])
+                continue
             keep = scores[i] > min_score
             stored = detector_to_stored(box[i][keep], (cw / self.image_size, ch / self.image_size))
             results.append(

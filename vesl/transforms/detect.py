@@ -1,7 +1,10 @@
 """DetectRegions: records with phrases -> (record, Detections), through Beam's RunInference.
 
 - DecodeImagesFn (CPU, parallel): bytes -> validated RGB as displayed -> letterboxed uint8 input;
-  bad images are rejected here, so a model batch never fails because of one image.
+  bad images are rejected here, so a model batch never fails because of one image. With decoding on
+  the device (``image_decoder``), JPEGs only have their header checked here and go to the model
+  encoded; one that no decoder can read after all comes back as a ``DecodeFailure`` and is rejected
+  at the decode stage (``RejectUndecodable``).
 - Images with no phrase skip the model (they are written with zero regions).
 - RunInference with ``Owlv2ModelHandler`` (ours): batches of ``DetectorInput``; one model per worker
   process, or one per machine with ``share_model_across_processes`` (GPU workers). A batch whose
@@ -18,10 +21,11 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
 from vesl.config import DetectConfig
-from vesl.models.owlv2 import Owlv2Detector
+from vesl.models.owlv2 import Owlv2Detector, resolve_device
 from vesl.records import Detections, DetectorInput, ImageRecord, Reason, Reject, Stage
 from vesl.transforms import METRICS_NAMESPACE, RECORDS, REJECTS, reject_failed_batch
 from vesl.vision.decode import ImageDecodeError
+from vesl.vision.device_decode import DecodeFailure, resolve_image_decoder
 from vesl.vision.prepare import prepare_image
 
 
@@ -30,10 +34,16 @@ class DecodeImagesFn(beam.DoFn):
         self.config = config
         self.keep_image_bytes = keep_image_bytes
         self.rejected = Metrics.counter(METRICS_NAMESPACE, "images_rejected_at_decode")
+        self.decode_on_device = False
+
+    def setup(self):
+        # Resolved as the model handler resolves it, on the same machine: both see the same GPU.
+        device = resolve_device(self.config.device)
+        self.decode_on_device = resolve_image_decoder(self.config.image_decoder, device) == "nvimgcodec"
 
     def process(self, record: ImageRecord):
         try:
-            yield prepare_image(record, self.config, self.keep_image_bytes)
+            yield prepare_image(record, self.config, self.keep_image_bytes, self.decode_on_device)
         except ImageDecodeError as exc:
             self.rejected.inc()
             yield beam.pvalue.TaggedOutput(REJECTS, Reject.of(record, Stage.DECODE, exc.reason, exc.detail))
@@ -60,7 +70,7 @@ class Owlv2ModelHandler(ModelHandler[DetectorInput, Detections, Owlv2Detector]):
         self, batch: Sequence[DetectorInput], model: Owlv2Detector, inference_args: dict[str, Any] | None = None
     ) -> Iterable[PredictionResult]:
         detections = model.detect(
-            [item.pixels for item in batch],
+            [item.image for item in batch],
             [(item.content_width, item.content_height) for item in batch],
             [[p.text for p in item.record.phrases] for item in batch],
             min_score=self.min_score,
@@ -70,10 +80,27 @@ class Owlv2ModelHandler(ModelHandler[DetectorInput, Detections, Owlv2Detector]):
         return [PredictionResult(item, det) for item, det in zip(batch, detections, strict=True)]
 
     def get_num_bytes(self, batch: Sequence[DetectorInput]) -> int:
-        return sum(item.pixels.nbytes for item in batch)
+        return sum(item.image.nbytes for item in batch)
 
     def get_metrics_namespace(self) -> str:
         return "vesl_owlv2"
+
+
+class UnwrapDetectionsFn(beam.DoFn):
+    """PredictionResult -> (record, Detections); an image the detector could not decode on its device
+    (nor on the CPU after) -> a decode-stage reject."""
+
+    def __init__(self):
+        self.rejected = Metrics.counter(METRICS_NAMESPACE, "images_rejected_at_decode")
+
+    def process(self, result: PredictionResult):
+        record = result.example.record
+        if isinstance(result.inference, DecodeFailure):
+            self.rejected.inc()
+            failure = result.inference
+            yield beam.pvalue.TaggedOutput(REJECTS, Reject.of(record, Stage.DECODE, failure.reason, failure.detail))
+        else:
+            yield record, result.inference
 
 
 class DetectRegions(beam.PTransform):
@@ -92,12 +119,14 @@ class DetectRegions(beam.PTransform):
         )
         handler = Owlv2ModelHandler(self.config, self.min_score)
         inferred, failed = with_queries | "OWLv2" >> RunInference(handler).with_exception_handling()
-        detected = inferred | "Unwrap" >> beam.Map(lambda r: (r.example.record, r.inference))
+        detected, undecodable = inferred | "Unwrap" >> beam.ParDo(UnwrapDetectionsFn()).with_outputs(
+            REJECTS, main=RECORDS
+        )
         skipped = without_queries | "NoQueries" >> beam.Map(lambda item: (item.record, Detections.empty()))
         failed_rejects = failed.failed_inferences | "RejectFailedBatches" >> beam.FlatMap(
             reject_failed_batch, Stage.DETECT, Reason.INFERENCE_ERROR, lambda item: item.record
         )
         return {
             RECORDS: (detected, skipped) | "MergeDetections" >> beam.Flatten(),
-            REJECTS: (decoded[REJECTS], failed_rejects) | "MergeRejects" >> beam.Flatten(),
+            REJECTS: (decoded[REJECTS], undecodable, failed_rejects) | "MergeRejects" >> beam.Flatten(),
         }

@@ -42,9 +42,9 @@ class DecodedImage:
     source_mode: str  # the mode before conversion, for diagnostics
 
 
-def decode_image(
-    data: bytes, max_pixels: int, alpha_background: tuple[int, int, int] = (255, 255, 255)
-) -> DecodedImage:
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Parse the header only (no pixel is decoded) and check it: not empty, an image, a sane size
+    within ``max_pixels``. Raises ImageDecodeError."""
     if not data:
         raise ImageDecodeError(Reason.EMPTY_IMAGE, "0 bytes")
     try:
@@ -64,6 +64,44 @@ def decode_image(
         raise ImageDecodeError(
             Reason.TOO_MANY_PIXELS, f"{width}x{height} = {width * height} pixels > limit {max_pixels}"
         )
+    return image
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What the header says, before any pixel is decoded."""
+
+    format: str | None
+    mode: str
+    width: int  # as displayed (EXIF orientation applied)
+    height: int
+    orientation: int  # EXIF orientation tag (1 = as stored)
+
+
+# EXIF orientations 5-8 turn the image by 90 degrees: displayed width = stored height.
+_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
+
+
+def probe_image(data: bytes, max_pixels: int) -> ImageHeader:
+    """The checks of ``decode_image`` that need no pixel, and the displayed size (raises
+    ImageDecodeError)."""
+    image = open_image(data, max_pixels)
+    try:
+        orientation = int(image.getexif().get(0x0112, 1))
+    except Exception:
+        orientation = 1  # unreadable EXIF: decode_image keeps the stored orientation too
+    if orientation not in range(1, 9):
+        orientation = 1
+    width, height = image.size
+    if orientation in _TRANSPOSING_ORIENTATIONS:
+        width, height = height, width
+    return ImageHeader(image.format, image.mode, width, height, orientation)
+
+
+def decode_image(
+    data: bytes, max_pixels: int, alpha_background: tuple[int, int, int] = (255, 255, 255)
+) -> DecodedImage:
+    image = open_image(data, max_pixels)
     fmt, source_mode = image.format, image.mode
     try:
         if getattr(image, "is_animated", False):
