@@ -169,6 +169,28 @@ def test_header_checks_still_reject_before_the_device():
     assert err.value.reason == Reason.TOO_MANY_PIXELS
 
 
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.integers(1, 50), max_size=30), budget=st.integers(1, 120))
+def test_pixel_bounded_chunks_keep_order_and_bound(sizes, budget):
+    from vesl.vision.decode import ImageHeader
+    from vesl.vision.device_decode import pixel_bounded_chunks
+
+    items = [EncodedImage(bytes([i % 256]), ImageHeader("JPEG", "RGB", n, 1, 1)) for i, n in enumerate(sizes)]
+    chunks = pixel_bounded_chunks(items, budget)
+    assert [item for chunk in chunks for item in chunk] == items
+    for chunk in chunks:
+        assert len(chunk) == 1 or sum(item.header.width for item in chunk) <= budget
+
+
+def test_a_batch_decodes_in_memory_bounded_chunks(decoder, monkeypatch):
+    calls = []
+    decode = decoder._decode_batch
+    monkeypatch.setattr(decoder, "_decode_batch", lambda data: calls.append(len(data)) or decode(data))
+    monkeypatch.setattr("vesl.vision.device_decode.DECODE_CHUNK_PIXELS", 2 * 160 * 108)
+    results = decoder.letterboxed([_encoded(d) for d in _photo_jpegs()], 32)
+    assert calls == [2, 1] and not any(isinstance(r, DecodeFailure) for r in results)
+
+
 def test_resolve_image_decoder(monkeypatch):
     assert resolve_image_decoder("pil", "cuda") == "pil"
     assert resolve_image_decoder("auto", "cpu") == "pil"  # the CPU path is the faster one on a CPU
@@ -176,7 +198,7 @@ def test_resolve_image_decoder(monkeypatch):
     assert resolve_image_decoder("nvimgcodec", "cpu") == "nvimgcodec"
     with pytest.raises(ValueError):
         resolve_image_decoder("dali", "cpu")
-    monkeypatch.setattr("vesl.vision.device_decode.nvimgcodec_module", lambda: None)
+    monkeypatch.setattr("vesl.vision.device_decode.nvimgcodec_installed", lambda: False)
     assert resolve_image_decoder("auto", "cuda") == "pil"
     with pytest.raises(ImportError, match="pip install nvidia-nvimgcodec"):
         resolve_image_decoder("nvimgcodec", "cuda")

@@ -22,6 +22,8 @@ filter as Pillow's BILINEAR that the CPU path uses; the two paths differ by at m
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,12 +43,23 @@ def decodes_on_device(header: ImageHeader) -> bool:
     return header.format in DEVICE_FORMATS and header.mode in DEVICE_MODES
 
 
+def nvimgcodec_installed() -> bool:
+    """Whether nvImageCodec is installed, without importing it (importing loads every codec extension
+    and prints a line for each whose CUDA library is missing: nvJPEG 2000 and nvTIFF, which VESL does
+    not use, and nvJPEG itself on a machine without a GPU)."""
+    try:
+        return importlib.util.find_spec("nvidia.nvimgcodec") is not None
+    except ImportError:  # no "nvidia" namespace package at all
+        return False
+
+
 def nvimgcodec_module():
     """The nvImageCodec module, or None when it is not installed."""
-    try:
-        from nvidia import nvimgcodec
-    except ImportError:
+    if not nvimgcodec_installed():
         return None
+    os.environ.setdefault("PYNVIMGCODEC_VERBOSITY", "0")  # keeps the library's own ERROR lines out of the logs
+    from nvidia import nvimgcodec
+
     return nvimgcodec
 
 
@@ -57,7 +70,7 @@ def resolve_image_decoder(requested: str, detector_device: str) -> str:
         raise ValueError(f"image_decoder must be one of {IMAGE_DECODERS}, got {requested!r}")
     if requested == "pil":
         return "pil"
-    available = nvimgcodec_module() is not None
+    available = nvimgcodec_installed()
     if requested == "nvimgcodec":
         if not available:
             raise ImportError(
@@ -66,6 +79,17 @@ def resolve_image_decoder(requested: str, detector_device: str) -> str:
             )
         return "nvimgcodec"
     return "nvimgcodec" if available and detector_device.startswith("cuda") else "pil"
+
+
+def _cuda_tensor(image, device):
+    """A decoded nvImageCodec image in device memory as a tensor, without a copy: through DLPack (the
+    tensor keeps the image's buffer alive), or the CUDA array interface with a copy to own the data."""
+    import torch
+
+    try:
+        return torch.from_dlpack(image)
+    except (TypeError, AttributeError, RuntimeError):
+        return torch.as_tensor(image, device=device).clone()
 
 
 # -- orientation and letterbox on tensors --------------------------------------------------------
@@ -123,6 +147,25 @@ def letterbox_on_cpu_as_tensor(data: bytes, size: int, max_pixels: int, alpha_ba
     pixels, cw, ch = letterbox(decoded.image, size)
     tensor = torch.from_numpy(pixels).to(device).permute(2, 0, 1).float().div_(255.0)
     return tensor, cw, ch
+
+
+# Full-size pixels decoded at once (x3 bytes): 256 MP = 768 MB of device memory at most.
+DECODE_CHUNK_PIXELS = 256 * 2**20
+
+
+def pixel_bounded_chunks(encoded: Sequence[EncodedImage], max_pixels: int) -> list[list[EncodedImage]]:
+    """Consecutive runs of images whose pixel counts add up to at most ``max_pixels`` (an image
+    larger than that alone is a run of its own)."""
+    chunks: list[list[EncodedImage]] = []
+    total = 0
+    for item in encoded:
+        pixels = item.header.width * item.header.height
+        if not chunks or total + pixels > max_pixels:
+            chunks.append([])
+            total = 0
+        chunks[-1].append(item)
+        total += pixels
+    return chunks
 
 
 @dataclass(frozen=True)
@@ -204,13 +247,21 @@ class DeviceImageDecoder:
             if image is None:
                 out.append(None)
             elif self.device.type == "cuda":
-                out.append(torch.from_dlpack(image))  # zero-copy; the tensor keeps the buffer alive
+                out.append(_cuda_tensor(image, self.device))
             else:
                 out.append(torch.from_numpy(np.asarray(image.cpu())))
         return out
 
     def letterboxed(self, encoded: Sequence[EncodedImage], size: int) -> list[DeviceLetterbox | DecodeFailure]:
-        """Encoded images -> letterboxed tensors on the device, or why not."""
+        """Encoded images -> letterboxed tensors on the device, or why not. Decoded in chunks of at
+        most ``DECODE_CHUNK_PIXELS`` full-size pixels, so a batch of huge photos cannot exhaust the
+        device's memory: only the letterboxed results are kept."""
+        results: list[DeviceLetterbox | DecodeFailure] = []
+        for chunk in pixel_bounded_chunks(encoded, DECODE_CHUNK_PIXELS):
+            results += self._letterbox_chunk(chunk, size)
+        return results
+
+    def _letterbox_chunk(self, encoded: Sequence[EncodedImage], size: int) -> list[DeviceLetterbox | DecodeFailure]:
         try:
             decoded = self._decode_batch([item.data for item in encoded])
         except Exception:  # a batch-level failure of the library: every image goes the CPU way
