@@ -108,6 +108,13 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             resolve_device(config.detect.device)
         except DeviceUnavailable as exc:
             raise UsageError(str(exc)) from None
+    if runner in LOCAL_RUNNERS or test_pipeline is not None:
+        from vesl.vision.device_decode import resolve_image_decoder
+
+        try:  # --image_decoder nvimgcodec without nvImageCodec installed: say so before any work
+            resolve_image_decoder(config.detect.image_decoder, config.detect.device)
+        except ImportError as exc:
+            raise UsageError(str(exc)) from None
     if dry_run:  # offline: the patterns stand for their shards; no listing, no checkpoint check
         shards = sorted(p.strip() for chunk in vesl_options.input for p in chunk.split(",") if p.strip())
         weights = "not checked (dry run)"

@@ -280,3 +280,18 @@ def test_a_local_gpu_run_without_a_gpu_fails_loudly(tmp_path, tiny_checkpoint):
                 "FnApiRunner",
             ]
         )
+
+
+def test_asking_for_the_device_decoder_without_it_installed_fails_before_any_work(
+    tmp_path, tiny_checkpoint, monkeypatch
+):
+    monkeypatch.setattr("vesl.vision.device_decode.nvimgcodec_installed", lambda: False)
+    (tmp_path / "a.tar").write_bytes(b"")
+    with pytest.raises(UsageError, match="pip install nvidia-nvimgcodec"):
+        run(
+            [
+                *("--input", str(tmp_path / "a.tar"), "--output", str(tmp_path / "o")),
+                *("--checkpoint", tiny_checkpoint, "--image_decoder", "nvimgcodec", "--runner", "FnApiRunner"),
+            ]
+        )
+    assert not (tmp_path / "o").exists()

@@ -82,6 +82,17 @@ def test_detect_bench_decodes_on_the_device_when_asked(capsys):
     assert by_mode["equality"]["reference_boxes"] > 0 and by_mode["equality"]["max_score_diff"] <= 0.02
 
 
+def test_compiled_detector_passes_the_equality_check_with_padded_partial_batches(capsys):
+    """torch.compile (inductor on CPU) of the image tower, fp32: the last equality batch has 3 of 4
+    images and runs padded to the 4-image bucket; the result still equals the eager reference."""
+    from bench import detect
+
+    args = "--arch tiny --image-size 64 --batch 4 --images 4 --workers 1 --dtype float32 --device cpu --compile"
+    (result,) = detect.main([*args.split(), "--modes", "equality", "--equality-images", "7"])
+    assert result["compile"] is True and result["images"] == 7
+    assert result["reference_boxes"] > 0 and result["passed"] is True, result
+
+
 def test_caption_bench_runs_on_cpu_with_the_tiny_captioner(capsys):
     from bench import caption
 

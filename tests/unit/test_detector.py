@@ -14,7 +14,14 @@ from vesl.config import DetectConfig, FilterConfig
 from vesl.filtering.rules import filter_detections
 from vesl.models.checkpoint import CheckpointError, load_checkpoint, preflight
 from vesl.models.clip_tokenizer import build_clip_tokenizer
-from vesl.models.owlv2 import CLIP_STD, DeviceUnavailable, Owlv2Detector, query_bucket, resolve_device
+from vesl.models.owlv2 import (
+    CLIP_STD,
+    DeviceUnavailable,
+    Owlv2Detector,
+    batch_bucket,
+    query_bucket,
+    resolve_device,
+)
 from vesl.records import ImageRecord, Phrase
 from vesl.vision.prepare import prepare_image
 
@@ -284,3 +291,35 @@ def test_encoded_inputs_decoded_on_the_device_give_the_cpu_paths_boxes(tiny_chec
     mixed = run(on_device, extra=[broken], budget=100)
     assert isinstance(mixed[-1], DecodeFailure)
     assert compare_detections(candidate, mixed[:-1]).matched_fraction == 1.0
+
+
+def test_batch_bucket():
+    assert [batch_bucket(n, 128) for n in (1, 2, 3, 5, 64, 65, 128)] == [1, 2, 4, 8, 64, 128, 128]
+    assert [batch_bucket(n, 96) for n in (33, 65, 96)] == [64, 96, 96]
+    assert len({batch_bucket(n, 128) for n in range(1, 129)}) == 8
+
+
+def test_partial_batches_are_padded_to_a_bucket_when_compiled(tiny_checkpoint, photo_samples):
+    """With a compiled tower, a 3-image batch runs the tower at 4 images (one shape per bucket) and
+    gives exactly the unpadded results."""
+    loaded = load_checkpoint(tiny_checkpoint)
+    config = DetectConfig(image_size=TINY_IMAGE_SIZE, batch_size=8, image_decoder="pil")
+    plain = Owlv2Detector.for_model(loaded.model, loaded.tokenizer, "cpu", config)
+    padded = Owlv2Detector.for_model(loaded.model, loaded.tokenizer, "cpu", config)
+    padded.pad_batches_to = 8  # what compile=True sets; the eager tower keeps the test fast
+    seen = []
+    heads = padded._image_heads
+    padded._image_heads = lambda x: seen.append(x.shape[0]) or heads(x)
+    prepared = [prepare_image(ImageRecord(s.key, "s", 0, "", s.image), config, False) for s in photo_samples]
+    args = (
+        [p.image for p in prepared],
+        [(p.content_width, p.content_height) for p in prepared],
+        [["a cat", "a rocket"]] * len(prepared),
+        0.0,
+        20,
+    )
+    expected, got = plain.detect(*args), padded.detect(*args)
+    assert seen == [4]
+    for e, g in zip(expected, got, strict=True):
+        np.testing.assert_allclose(g.scores, e.scores, atol=1e-5)
+        np.testing.assert_allclose(g.boxes, e.boxes, atol=1e-5)

@@ -48,6 +48,15 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
+def batch_bucket(n_images: int, max_batch: int) -> int:
+    """The batch size a compiled image tower runs at: the next power of two, at most ``max_batch``
+    (so it sees at most log2(max_batch) + 2 shapes, whatever sizes Beam's batches have)."""
+    bucket = 1
+    while bucket < n_images:
+        bucket *= 2
+    return max(n_images, min(bucket, max_batch))
+
+
 def query_bucket(n_queries: int, buckets: Sequence[int]) -> int:
     """The smallest bucket that holds ``n_queries`` (or ``n_queries`` itself beyond the largest)."""
     for bucket in buckets:
@@ -88,6 +97,7 @@ class Owlv2Detector:
         compile_model: bool = False,
         compile_mode: str = "default",
         image_decoder: DeviceImageDecoder | None = None,
+        max_batch_size: int | None = None,
     ):
         import torch
 
@@ -121,6 +131,14 @@ class Owlv2Detector:
             if compile_model
             else self._image_heads_eager
         )
+        # A compiled tower (and each CUDA graph) is specialised to one batch size: partial batches are
+        # padded up to a power-of-two bucket so a run compiles a handful of shapes, not one per size.
+        self.pad_batches_to = max_batch_size if compile_model and max_batch_size else None
+        if self.pad_batches_to:
+            import torch._dynamo
+
+            shapes = self.pad_batches_to.bit_length() + 2
+            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, shapes)
 
     @classmethod
     def from_config(cls, config) -> Owlv2Detector:
@@ -150,6 +168,7 @@ class Owlv2Detector:
             compile_model=config.compile,
             compile_mode=config.compile_mode,
             image_decoder=image_decoder,
+            max_batch_size=config.batch_size,
         )
 
     # -- inputs -----------------------------------------------------------------------------
@@ -263,6 +282,18 @@ class Owlv2Detector:
         objectness = torch.sigmoid(self.model.objectness_predictor(image_feats).float())
         return image_feats, boxes, objectness
 
+    def _image_heads_padded(self, pixel_values):
+        """The image heads at the batch's bucket size (when compiled), cut back to the batch."""
+        import torch
+
+        n = pixel_values.shape[0]
+        padded = batch_bucket(n, self.pad_batches_to) if self.pad_batches_to else n
+        if padded == n:
+            return self._image_heads(pixel_values)
+        filler = pixel_values.new_zeros((padded - n, *pixel_values.shape[1:]))
+        outputs = self._image_heads(torch.cat([pixel_values, filler]))
+        return tuple(t[:n] for t in outputs)
+
     def forward(self, pixel_values, phrases: Sequence[str], index: np.ndarray, mask: np.ndarray):
         """The model's heads on a batch: logits [B, P, Q] (float32, padded queries at the dtype's
         minimum), boxes [B, P, 4] (cxcywh on the padded square) and objectness [B, P] (probability)."""
@@ -271,7 +302,7 @@ class Owlv2Detector:
         text = self.text_embeddings(phrases)
         query_embeds = text[torch.from_numpy(index).to(self.device)]
         query_mask = torch.from_numpy(mask).to(self.device)
-        image_feats, boxes, objectness = self._image_heads(pixel_values)
+        image_feats, boxes, objectness = self._image_heads_padded(pixel_values)
         logits, _ = self.model.class_predictor(image_feats, query_embeds.to(image_feats.dtype), query_mask)
         return logits.float(), boxes, objectness
 

@@ -54,8 +54,10 @@ class Owlv2ModelHandler(ModelHandler[DetectorInput, Detections, Owlv2Detector]):
     ``Owlv2Detector.detect`` on each batch."""
 
     def __init__(self, config: DetectConfig, min_score: float):
+        # Explicit batch size (Beam's adaptive batching would start at 1 and feed the GPU a new shape
+        # on every step); a bundle's last, partial batch is padded by the detector when compiled.
         super().__init__(
-            min_batch_size=1,
+            min_batch_size=config.batch_size,
             max_batch_size=config.batch_size,
             large_model=config.share_model_across_processes,
             model_copies=config.model_copies if config.share_model_across_processes else None,
