@@ -248,9 +248,9 @@ def test_text_cache_returns_the_same_embeddings_and_stays_bounded(tiny_checkpoin
 def test_encoded_inputs_decoded_on_the_device_give_the_cpu_paths_boxes(tiny_checkpoint, photo_samples):
     """The same photos through Pillow + letterbox on the host and through nvImageCodec + letterbox on
     the detector's device: the batches the model sees differ by at most 2 grey levels (padding
-    included), and the detections agree. The tiny random model's box regression swings with any input
-    change (bf16 alone moves 7% of its boxes), so the box criterion here is 90% matched, scores within
-    0.02; bench/detect.py checks the full 99% on the real architectures."""
+    included), and the detections pass the equality check (>= 99% of boxes matched, scores within
+    0.02), although the tiny random model's boxes swing with small input changes (bf16 alone moves 7%
+    of them)."""
     pytest.importorskip("nvidia.nvimgcodec")
     from vesl.models.equality import compare_detections
     from vesl.vision.device_decode import DecodeFailure, EncodedImage
@@ -282,8 +282,7 @@ def test_encoded_inputs_decoded_on_the_device_give_the_cpu_paths_boxes(tiny_chec
     # reference's cut-off are not counted as missing.
     reference, candidate = run(on_host), run(on_device, budget=100)
     report = compare_detections(reference, candidate, min_side=1.0 / TINY_IMAGE_SIZE)
-    assert report.reference_boxes > 0 and report.matched_fraction >= 0.9, report
-    assert report.max_score_diff <= 0.02, report
+    assert report.reference_boxes > 0 and report.passed, report
     # A corrupt image in the batch gets a DecodeFailure; the others' results do not change.
     broken = dataclasses.replace(
         on_device[0], image=EncodedImage(photo_samples[0].image[:300], on_device[0].image.header)

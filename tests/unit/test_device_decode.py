@@ -102,7 +102,8 @@ def test_device_decoder_equals_cpu_path_on_real_photos(decoder, orientation):
         assert (result.content_width, result.content_height) == (cw, ch)
         got = result.pixels.permute(1, 2, 0).numpy() * 255.0
         diff = np.abs(got - expected.astype(np.float64))
-        assert diff.max() <= 2.0 + 1e-3 and diff.mean() < 0.5
+        # Pillow's two rounded passes, reproduced: mostly identical values, none off by more than 2.
+        assert diff.max() <= 2.0 + 1e-3 and (diff < 0.5).mean() >= 0.9 and diff.mean() < 0.15
 
 
 def test_grayscale_and_progressive_jpegs_decode_on_the_device(decoder):
