@@ -183,12 +183,11 @@ class Owlv2Detector:
         if len(host_rows) == len(pixels):
             x = self._upload([pixels[i] for i in host_rows])
         else:
+            device_rows = [i for i, p in enumerate(pixels) if not isinstance(p, np.ndarray)]
             x = torch.empty((len(pixels), 3, size, size), dtype=torch.float32, device=self.device)
             if host_rows:
                 x[torch.tensor(host_rows, device=self.device)] = self._upload([pixels[i] for i in host_rows])
-            for i, p in enumerate(pixels):
-                if not isinstance(p, np.ndarray):
-                    x[i] = p
+            x[torch.tensor(device_rows, device=self.device)] = torch.stack([pixels[i] for i in device_rows])
         sizes = torch.tensor(content_sizes, device=self.device)
         cols = torch.arange(size, device=self.device).view(1, 1, 1, size)
         rows = torch.arange(size, device=self.device).view(1, 1, size, 1)
