@@ -4,7 +4,7 @@
   bad images are rejected here, so a model batch never fails because of one image. With decoding on
   the device (``image_decoder``), JPEGs only have their header checked here and go to the model
   encoded; one that no decoder can read after all comes back as a ``DecodeFailure`` and is rejected
-  at the decode stage (``RejectUndecodable``).
+  at the decode stage (``UnwrapDetectionsFn``).
 - Images with no phrase skip the model (they are written with zero regions).
 - RunInference with ``Owlv2ModelHandler`` (ours): batches of ``DetectorInput``; one model per worker
   process, or one per machine with ``share_model_across_processes`` (GPU workers). A batch whose

@@ -15,9 +15,10 @@ or decodes to another size than its header said, is decoded again on the CPU by 
 that fails too, the image is rejected with the CPU decoder's reason (``DecodeFailure``), never
 dropped.
 
-Resizing: bilinear with antialiasing (``torch.nn.functional.interpolate(antialias=True)``), the same
-filter as Pillow's BILINEAR that the CPU path uses; the two paths differ by at most a few grey levels
-(nvJPEG's IDCT and chroma upsampling differ from libjpeg-turbo's by about as much). Tests bound it.
+Resizing (``letterbox_tensor``): Pillow's BILINEAR as the CPU path uses it, reproduced with
+``torch.nn.functional.interpolate(antialias=True)`` in Pillow's two passes, each rounded to 8 bits;
+values stay within 2 grey levels of Pillow's (tests bound it). On a GPU, nvJPEG's IDCT and chroma
+upsampling add small differences of their own to libjpeg-turbo's.
 """
 
 from __future__ import annotations
