@@ -15,12 +15,13 @@ SAMPLE_DIR ?= out/sample
 CHECKPOINT ?= google/owlv2-large-patch14-finetuned
 RUNNER ?= FnApiRunner
 
-.PHONY: setup nltk-data sample test lint format lock clean help dataflow-dryrun dataflow-submit dataflow-image
+.PHONY: setup nltk-data sample test lint format lock clean help dataflow-dryrun dataflow-submit dataflow-image fixtures
 
 help:
 	@echo "make sample   set up .venv, build sample shards, run VESL on them (DirectRunner) -> $(SAMPLE_DIR)"
 	@echo "make test     set up .venv, run lint + the test suite (offline, CPU)"
 	@echo "make dataflow-dryrun | dataflow-image | dataflow-submit   (see README, Run on Dataflow)"
+	@echo "make fixtures  regenerate tests/fixtures/img2dataset with the real img2dataset + HF datasets (needs PyPI)"
 	@echo "make lint | format | lock | clean"
 
 $(STAMP): pyproject.toml requirements/lock.txt requirements/dev.txt requirements/spacy-model.txt
@@ -96,6 +97,10 @@ dataflow-submit: setup
 	@test -n "$(PROJECT)" -a -n "$(BUCKET)" -a -n "$(INPUT)" -a -n "$(OUTPUT)" || { \
 	  echo "usage: make dataflow-submit PROJECT=... REGION=... BUCKET=gs://... INPUT='gs://.../*.tar' OUTPUT=gs://... [IMAGE=...] [GPU=nvidia-l4|none] [MAX_WORKERS=100] [VESL_ARGS='--preset grit']"; exit 2; }
 	$(PYTHON) -m vesl.dataflow submit $(DATAFLOW_FLAGS) -- --input '$(INPUT)' --output $(OUTPUT) --wait $(WAIT) $(VESL_ARGS)
+
+# Test fixtures written by the real producers, each in its own venv under .cache/venvs.
+fixtures:
+	PY=$(PY) tests/fixtures/img2dataset/regenerate.sh
 
 clean:
 	rm -rf out .cache .pytest_cache .ruff_cache

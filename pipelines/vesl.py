@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
+import tempfile
+from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,12 +24,14 @@ import fsspec
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
 from vesl.config import VeslConfig
+from vesl.io.inputs import InputError, discover_inputs
 from vesl.io.layout import OutputLayout, shard_output_id
-from vesl.io.paths import expand_patterns
-from vesl.io.readers import shard_format
+from vesl.io.readers import as_input_shard
 from vesl.models.checkpoint import CheckpointError, preflight
 from vesl.options import VeslOptions, config_from_options
 from vesl.pipeline import build_pipeline, output_layout
+from vesl.progress import ProgressMonitor
+from vesl.records import InputShard
 from vesl.schema import Provenance
 
 DEFAULT_LOCAL_RUNNER = "FnApiRunner"
@@ -36,23 +42,41 @@ class UsageError(ValueError):
     pass
 
 
-def expand_inputs(patterns: list[str]) -> list[str]:
-    """Patterns (globs, folders, files; local or remote) -> sorted shard paths VESL can read."""
+def expand_inputs(patterns: list[str], output: str | None = None) -> list[InputShard]:
+    """Patterns (globs, folders, files; local or remote) -> the shards VESL reads, each with its
+    format and img2dataset sidecars (``vesl.io.inputs``); the run's own output is never input."""
     try:
-        return expand_patterns(patterns, keep=lambda path: shard_format(path) is not None)
+        discovery = discover_inputs(patterns, exclude=[output] if output else ())
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from None
+    for note in discovery.notes:
+        logging.getLogger("vesl").info("input: %s", note)
+    return discovery.shards
+
+
+def describe_inputs(shards: list[InputShard]) -> str:
+    """``3 shards: webdataset 3 (img2dataset: metadata + stats)``, for the one line said before work."""
+    formats = Counter(shard.format for shard in shards)
+    sidecars = sum(1 for shard in shards if shard.metadata or shard.stats)
+    text = f"{len(shards)} shard{'s' * (len(shards) != 1)}: " + ", ".join(
+        f"{f} {n}" for f, n in sorted(formats.items())
+    )
+    if sidecars:
+        text += f" ({sidecars} with img2dataset's metadata/stats, checked against what is read)"
+    return text
 
 
 @dataclass(frozen=True)
 class RunPlan:
     """Which input shards this run processes, and which earlier runs committed (kept as they are)."""
 
-    to_process: list[str]
+    to_process: list[InputShard]
     committed: dict[str, dict]  # shard id -> counts, for shards of this input set already committed
 
 
-def plan_run(shards: list[str], layout: OutputLayout, config: VeslConfig, overwrite: bool) -> RunPlan:
+def plan_run(shards: list[InputShard], layout: OutputLayout, config: VeslConfig, overwrite: bool) -> RunPlan:
     fs, root = fsspec.core.url_to_fs(layout.root)
     stats_dir = f"{root.rstrip('/')}/stats"
     suffix = layout.suffix("stats")
@@ -61,7 +85,7 @@ def plan_run(shards: list[str], layout: OutputLayout, config: VeslConfig, overwr
         for p in (fs.ls(stats_dir, detail=False) if fs.isdir(stats_dir) else [])
         if p.endswith(suffix)
     }
-    ids = {shard_output_id(path): path for path in shards}
+    ids = {shard_output_id(shard.path): shard for shard in shards}
     done = sorted(set(ids) & existing) if not overwrite else []
     committed: dict[str, dict] = {}
     if done:
@@ -116,10 +140,12 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         except ImportError as exc:
             raise UsageError(str(exc)) from None
     if dry_run:  # offline: the patterns stand for their shards; no listing, no checkpoint check
-        shards = sorted(p.strip() for chunk in vesl_options.input for p in chunk.split(",") if p.strip())
+        patterns = sorted(p.strip() for chunk in vesl_options.input for p in chunk.split(",") if p.strip())
+        shards = [as_input_shard(p) or InputShard(p, "unknown") for p in patterns]
         weights = "not checked (dry run)"
     else:
-        shards = expand_inputs(vesl_options.input)
+        shards = expand_inputs(vesl_options.input, vesl_options.output)
+        print(f"vesl: input: {describe_inputs(shards)}", file=sys.stderr)
         weights = preflight(config.detect.checkpoint)
     captioner = config.caption.describe()
     if config.caption.enabled and not dry_run:
@@ -137,6 +163,9 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             vesl_options.output,
         )
     pipeline = test_pipeline or beam.Pipeline(options=options)
+    local = runner in LOCAL_RUNNERS or test_pipeline is not None
+    show_progress = local and not dry_run and vesl_options.wait and wants_progress(vesl_options.progress)
+    progress_dir = tempfile.mkdtemp(prefix="vesl-progress-") if show_progress else None
     build_pipeline(
         pipeline,
         config,
@@ -145,19 +174,31 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         provenance,
         plan.committed,
         detect_accelerator=vesl_options.detect_accelerator,
+        progress_dir=progress_dir,
     )
-    result = pipeline.run()
-    if dry_run:
-        return {"dry_run": True, "pipeline": pipeline, "result": result, "options": options, "config": config}
-    if not vesl_options.wait:
-        job_id = result.job_id() if hasattr(result, "job_id") else None
-        return {"submitted": True, "job_id": job_id, "output": vesl_options.output}
-    result.wait_until_finish()
+    monitor = ProgressMonitor(progress_dir, len(plan.to_process)) if progress_dir else nullcontext()
+    try:
+        with monitor:
+            result = pipeline.run()
+            if dry_run:
+                return {"dry_run": True, "pipeline": pipeline, "result": result, "options": options, "config": config}
+            if not vesl_options.wait:
+                job_id = result.job_id() if hasattr(result, "job_id") else None
+                return {"submitted": True, "job_id": job_id, "output": vesl_options.output}
+            result.wait_until_finish()
+    finally:
+        if progress_dir:
+            shutil.rmtree(progress_dir, ignore_errors=True)
     fs, _ = fsspec.core.url_to_fs(layout.root)
     if fs.exists(layout.temp_root):
         fs.rm(layout.temp_root, recursive=True)
     with fsspec.open(layout.summary_path, "r") as f:
         return json.load(f)
+
+
+def wants_progress(setting: str) -> bool:
+    """``auto``: when stderr is a terminal."""
+    return sys.stderr.isatty() if setting == "auto" else setting == "true"
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -173,6 +214,13 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     for stage, reasons in counts["rejected_by_stage"].items():
         lines.append(f"  rejected at {stage}: " + ", ".join(f"{r} {n}" for r, n in reasons.items()))
+    source = counts.get("source_checks", {})
+    if source.get("shards"):
+        state = f"{source['problems']} problems" if source["problems"] else "consistent with what was read"
+        lines.append(
+            f"  img2dataset: {source['urls_tried']} URLs tried in {source['shards']} shards, "
+            f"{source['downloaded']} downloaded, {source['failed']} failed; its stats: {state}"
+        )
     lines += [f"  {name}: {path}" for name, path in summary["outputs"].items()]
     return "\n".join(lines)
 
@@ -190,6 +238,42 @@ def print_help() -> None:
     parser.print_help()
 
 
+def verdict(counts: dict[str, Any], allow_empty: bool = False) -> tuple[int, list[str]]:
+    """The exit status of a finished run and what to say on stderr: counts that do not balance fail
+    it, and so does a run that wrote nothing (unless ``allow_empty``); problems found in the input's
+    own bookkeeping and failed detector batches are warnings."""
+    errors, warnings = [], []
+    if not counts["balanced"]:
+        errors.append(
+            f"counts do not balance: read {counts['read']} != written {counts['written']} + rejected "
+            f"{counts['rejected']} (a record was lost or counted twice; please report it)"
+        )
+    if counts["written"] == 0 and not allow_empty:
+        if counts["read"] == 0:
+            errors.append(f"the input held no records ({counts['shards']} shards); --allow_empty true accepts that")
+        else:
+            reasons = Counter(
+                {f"{stage}: {reason}": n for stage, r in counts["rejected_by_stage"].items() for reason, n in r.items()}
+            )
+            top = ", ".join(f"{reason} {n}" for reason, n in reasons.most_common(3))
+            errors.append(
+                f"read {counts['read']} records but wrote none (rejected: {top}); see the rejects, or pass "
+                "--allow_empty true if that is intended"
+            )
+    failed = counts["rejected_by_stage"].get("detect", {}).get("inference_error", 0)
+    if failed:
+        warnings.append(f"{failed} records were rejected because a detector batch failed; see the rejects")
+    source = counts.get("source_checks", {})
+    if source.get("problems"):
+        listed = source.get("problems_listed") or ["?"]
+        warnings.append(
+            f"img2dataset's own counts disagree with what was read ({source['problems']} problems, e.g. "
+            f"{listed[0]}); all are listed in summary.json under counts.source_checks"
+        )
+    lines = [f"vesl: error: {e}" for e in errors] + [f"vesl: warning: {w}" for w in warnings]
+    return (1 if errors else 0), lines
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     args = list(sys.argv[1:] if argv is None else argv)
@@ -205,15 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vesl: submitted job {summary['job_id']}; its outputs and summary.json will be in {summary['output']}")
         return 0
     print(format_summary(summary))
-    counts = summary["counts"]
-    failed = counts["rejected_by_stage"].get("detect", {}).get("inference_error", 0)
-    if failed:
-        print(
-            f"vesl: warning: {failed} records were rejected because a detector batch failed; see the rejects",
-            file=sys.stderr,
-        )
-    # Unbalanced counts, or a detector that failed on everything it was given, fail the command.
-    return 1 if not counts["balanced"] or (failed and counts["written"] == 0) else 0
+    status, lines = verdict(summary["counts"], PipelineOptions(args).view_as(VeslOptions).allow_empty)
+    for line in lines:
+        print(line, file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@ from vesl.io.shard_writers import RawSample
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PHOTOS = FIXTURES / "photos"
+# Written by the real img2dataset 1.47 (and HF datasets for hf/): regenerate.sh in that folder.
+IMG2DATASET = FIXTURES / "img2dataset"
+IMG2DATASET_FORMATS = ("webdataset", "parquet", "tfrecord", "files")
 TINY_IMAGE_SIZE = 64  # the tiny checkpoint's native size; tests run the detector at 64 or 96 px
 
 

@@ -22,8 +22,10 @@ PHRASE_MODE_ALIASES = {"nltk": "cloc", "ngram": "ngrams"}
 @dataclass(frozen=True)
 class ReadConfig:
     max_caption_chars: int = 10_000  # longer captions are rejected (caption_too_long), not parsed
-    image_column: str | None = None  # img2dataset parquet: None = first of jpg/png/webp/image/image_bytes
-    caption_column: str = "caption"
+    # parquet / tfrecord input columns (features). None: the image is the first of jpg, jpeg, png, webp,
+    # image, image_bytes, img, or a Hugging Face Image struct; the caption the first of caption, txt, text.
+    image_column: str | None = None
+    caption_column: str | None = None
 
 
 @dataclass(frozen=True)

@@ -122,11 +122,13 @@ def flex_template_metadata() -> dict[str, Any]:
     from vesl.options import _FIELDS
 
     parameters = [
-        {"name": "input", "label": "Input shards", "helpText": "Input shard pattern(s): .tar, .parquet or .jsonl; "
-         "comma-separate several", "isOptional": False},
+        {"name": "input", "label": "Input shards", "helpText": "img2dataset output folder(s) (any format), or "
+         "shard pattern(s): .tar, .parquet, .tfrecord or .jsonl; comma-separate several", "isOptional": False},
         {"name": "output", "label": "Output folder", "helpText": "gs:// folder for the region shards", "isOptional": False},
         {"name": "preset", "label": "Preset", "helpText": "cloc (default), owlst or grit", "isOptional": True},
         {"name": "overwrite", "label": "Overwrite", "helpText": "redo shards already committed in the output",
+         "isOptional": True},
+        {"name": "allow_empty", "label": "Allow empty", "helpText": "succeed even when no record is written",
          "isOptional": True},
         {"name": "detect_accelerator", "label": "Detection accelerator",
          "helpText": "resource hint for the detection stage, e.g. type:nvidia-l4;count:1;install-nvidia-driver",

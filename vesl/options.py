@@ -13,7 +13,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from vesl.config import DEFAULT_PRESET, OFF, PHRASE_MODES, VeslConfig, build_config
 
 
-def _bool(text: str) -> bool:
+def parse_bool(text: str) -> bool:
     value = text.strip().lower()
     if value in ("1", "true", "yes", "on"):
         return True
@@ -37,9 +37,9 @@ def _optional_int(text: str) -> int | str:
 # (flag, section, field, type, help)
 _FIELDS: list[tuple[str, str, str, Any, str]] = [
     ("max_caption_chars", "read", "max_caption_chars", int, "reject captions longer than this"),
-    ("image_column", "read", "image_column", str, "parquet input: column with image bytes (default: auto)"),
-    ("caption_column", "read", "caption_column", str, "parquet input: caption column (default: caption)"),
-    ("caption", "caption", "enabled", _bool, "run the captioning stage (on in the cloc-full preset)"),
+    ("image_column", "read", "image_column", str, "parquet/tfrecord input: image bytes column (default: auto)"),
+    ("caption_column", "read", "caption_column", str, "parquet/tfrecord input: caption column (default: auto)"),
+    ("caption", "caption", "enabled", parse_bool, "run the captioning stage (on in the cloc-full preset)"),
     ("captioner_checkpoint", "caption", "checkpoint", str, "image-to-text checkpoint: HF id, folder or gs://"),
     ("caption_use", "caption", "use", str, "captions to parse: alt | generated | both"),
     ("caption_prompt", "caption", "prompt", str, "prompt or task token for captioners that take one"),
@@ -50,13 +50,19 @@ _FIELDS: list[tuple[str, str, str, Any, str]] = [
     ("caption_dtype", "caption", "dtype", str, "float32 | bfloat16 | float16"),
     ("phrase_mode", "phrases", "mode", str, f"phrase source: {' | '.join(PHRASE_MODES)}"),
     ("max_phrases", "phrases", "max_phrases", int, "at most this many queries per image (CLOC: 20)"),
-    ("dedupe_phrases", "phrases", "dedupe", _bool, "de-duplicate phrases (default: on for both, off otherwise)"),
+    ("dedupe_phrases", "phrases", "dedupe", parse_bool, "de-duplicate phrases (default: on for both, off otherwise)"),
     ("spacy_model", "phrases", "spacy_model", str, "spaCy pipeline name (default auto)"),
-    ("referring_expressions", "phrases", "referring_expressions", _bool, "spaCy chunks grown into GRIT's ref_exps"),
-    ("drop_abstract_nouns", "phrases", "drop_abstract_nouns", _bool, "skip spaCy chunks headed by abstract nouns"),
-    ("shared_parse", "phrases", "shared_parse", _bool, "both: one spaCy parse feeds CLOC's grammar too"),
+    (
+        "referring_expressions",
+        "phrases",
+        "referring_expressions",
+        parse_bool,
+        "spaCy chunks grown into GRIT's ref_exps",
+    ),
+    ("drop_abstract_nouns", "phrases", "drop_abstract_nouns", parse_bool, "skip spaCy chunks headed by abstract nouns"),
+    ("shared_parse", "phrases", "shared_parse", parse_bool, "both: one spaCy parse feeds CLOC's grammar too"),
     ("max_ngram_len", "phrases", "max_ngram_len", int, "ngrams: longest N-gram (OWL-ST: 10)"),
-    ("clean_captions", "phrases", "clean_captions", _bool, "unescape HTML entities, blank tags and URLs"),
+    ("clean_captions", "phrases", "clean_captions", parse_bool, "unescape HTML entities, blank tags and URLs"),
     ("checkpoint", "detect", "checkpoint", str, "OWLv2 checkpoint: HF id, local folder or gs:// folder"),
     ("image_size", "detect", "image_size", int, "detector input size in pixels (CLOC: 448)"),
     ("device", "detect", "device", str, "auto | cpu | cuda | cuda:N (cuda without a GPU fails)"),
@@ -65,10 +71,10 @@ _FIELDS: list[tuple[str, str, str, Any, str]] = [
     ("query_buckets", "detect", "query_buckets", _ints, "comma-separated query-count buckets"),
     ("max_candidates", "detect", "max_candidates", int, "candidate boxes per image before filtering"),
     ("max_image_pixels", "detect", "max_image_pixels", int, "reject images with more pixels"),
-    ("share_model_across_processes", "detect", "share_model_across_processes", _bool, "one model per machine"),
+    ("share_model_across_processes", "detect", "share_model_across_processes", parse_bool, "one model per machine"),
     ("model_copies", "detect", "model_copies", _optional_int, "with sharing: models per machine (Beam)"),
     ("attn_implementation", "detect", "attn_implementation", str, "sdpa | eager | flash_attention_2"),
-    ("compile", "detect", "compile", _bool, "torch.compile the image tower and heads"),
+    ("compile", "detect", "compile", parse_bool, "torch.compile the image tower and heads"),
     ("compile_mode", "detect", "compile_mode", str, "default | reduce-overhead (CUDA graphs) | max-autotune"),
     ("position_embedding", "detect", "position_embedding", str, "truncate (scenic) | interpolate (transformers)"),
     ("text_cache_size", "detect", "text_cache_size", int, "phrase embeddings kept on the device"),
@@ -78,12 +84,12 @@ _FIELDS: list[tuple[str, str, str, Any, str]] = [
     ("nms_iou", "filter", "nms_iou", _optional_float, "class-agnostic NMS IoU threshold, or off"),
     ("max_regions_per_image", "filter", "max_regions_per_image", _optional_int, "cap per image, or off"),
     ("keep_image_min_score", "filter", "keep_image_min_score", _optional_float, "OWL-ST image rule, or off"),
-    ("drop_images_without_regions", "filter", "drop_images_without_regions", _bool, "GRIT image rule"),
-    ("write_parquet", "write", "parquet", _bool, "write Parquet shards (default true)"),
-    ("write_tfrecord", "write", "tfrecord", _bool, "write TFRecord shards (default true)"),
+    ("drop_images_without_regions", "filter", "drop_images_without_regions", parse_bool, "GRIT image rule"),
+    ("write_parquet", "write", "parquet", parse_bool, "write Parquet shards (default true)"),
+    ("write_tfrecord", "write", "tfrecord", parse_bool, "write TFRecord shards (default true)"),
     ("parquet_compression", "write", "parquet_compression", str, "zstd | snappy | gzip | none"),
     ("tfrecord_compression", "write", "tfrecord_compression", str, "none | gzip"),
-    ("write_image_bytes", "write", "write_image_bytes", _bool, "embed encoded images in the outputs"),
+    ("write_image_bytes", "write", "write_image_bytes", parse_bool, "embed encoded images in the outputs"),
 ]
 
 
@@ -94,8 +100,9 @@ class VeslOptions(PipelineOptions):
             "--input",
             action="append",
             default=None,
-            help="input shard pattern(s): .tar (webdataset), .parquet (img2dataset), .jsonl (manifest); "
-            "local or gs://; repeat or comma-separate",
+            help="input: img2dataset output folders (any format), other folders (searched for shards), "
+            "globs or files: .tar (webdataset), .parquet, .tfrecord, .jsonl (manifest); local or gs://; "
+            "repeat or comma-separate",
         )
         parser.add_argument("--output", default=None, help="output folder (local or gs://)")
         parser.add_argument(
@@ -103,7 +110,7 @@ class VeslOptions(PipelineOptions):
         )
         parser.add_argument(
             "--overwrite",
-            type=_bool,
+            type=parse_bool,
             nargs="?",
             const=True,
             default=False,
@@ -111,11 +118,25 @@ class VeslOptions(PipelineOptions):
         )
         parser.add_argument(
             "--wait",
-            type=_bool,
+            type=parse_bool,
             nargs="?",
             const=True,
             default=True,
             help="wait for the job to finish and print its summary (false: submit and return)",
+        )
+        parser.add_argument(
+            "--allow_empty",
+            type=parse_bool,
+            nargs="?",
+            const=True,
+            default=False,
+            help="exit 0 even when the run writes no record (by default a run that writes nothing fails)",
+        )
+        parser.add_argument(
+            "--progress",
+            choices=("auto", "true", "false"),
+            default="auto",
+            help="progress line on stderr for local runs (auto: when stderr is a terminal)",
         )
         parser.add_argument(
             "--detect_accelerator",

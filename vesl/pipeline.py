@@ -14,9 +14,11 @@ import apache_beam as beam
 
 from vesl import accounting
 from vesl.config import VeslConfig
-from vesl.io.layout import OutputLayout, shard_output_id
+from vesl.io.layout import OutputLayout
+from vesl.records import InputShard
 from vesl.schema import BOX_CONVENTION, SCHEMA_VERSION, Provenance
-from vesl.transforms import RECORDS, REJECTS
+from vesl.transforms import CHECKS, RECORDS, REJECTS
+from vesl.transforms.account import ShardEventFn
 from vesl.transforms.caption import CaptionImages
 from vesl.transforms.dedup import DropDuplicateKeys
 from vesl.transforms.detect import DetectRegions
@@ -50,27 +52,24 @@ def summary_header(config: VeslConfig, provenance: Provenance, layout: OutputLay
     }
 
 
-def _by_shard(event_fn, shard_of=lambda item: item.shard):
-    """(shard id, event) pairs: accounting is per input shard."""
-    return lambda item: (shard_output_id(shard_of(item)), event_fn(item))
-
-
 def build_pipeline(
     p: beam.Pipeline,
     config: VeslConfig,
-    shards: Sequence[str],
+    shards: Sequence[InputShard],
     output: str,
     provenance: Provenance,
     committed: dict[str, dict] | None = None,
     detect_accelerator: str | None = None,
+    progress_dir: str | None = None,
 ) -> dict[str, beam.PCollection]:
-    """``shards``: the input shards this run processes. ``committed``: shard id -> counts of shards
+    """``shards``: the input shards this run processes (``vesl.io.inputs``). ``committed``: shard id -> counts of shards
     of the same input set committed by earlier runs (kept as they are, counted in the summary).
-    ``detect_accelerator``: a Beam accelerator resource hint for the detection stage alone."""
+    ``detect_accelerator``: a Beam accelerator resource hint for the detection stage alone.
+    ``progress_dir``: a local folder where workers leave progress counts (``vesl.progress``)."""
     committed = committed or {}
     layout = output_layout(config, output)
-    paths = p | "ListShards" >> beam.Create(list(shards))
-    read = paths | "ReadShards" >> ReadShards(config.read)
+    inputs = p | "ListShards" >> beam.Create(list(shards))
+    read = inputs | "ReadShards" >> ReadShards(config.read, progress_dir)
     unique = read[RECORDS] | "DropDuplicateKeys" >> DropDuplicateKeys(layout, tuple(sorted(committed)))
     stages = [read, unique]
     to_parse, caption_use = unique[RECORDS], None
@@ -88,14 +87,19 @@ def build_pipeline(
     stages += [phrased, detected, labeled]
     rejects = [stage[REJECTS] for stage in stages] | "AllRejects" >> beam.Flatten()
     events = (
-        paths | "ShardEvents" >> beam.Map(lambda path: (shard_output_id(path), accounting.shard_event(path))),
-        read[RECORDS] | "ReadEvents" >> beam.Map(_by_shard(accounting.read_event)),
-        read[REJECTS] | "ReadRejectEvents" >> beam.Map(_by_shard(accounting.read_event)),
-        labeled[RECORDS] | "WrittenEvents" >> beam.Map(_by_shard(accounting.written_event, lambda i: i.record.shard)),
-        rejects | "RejectedEvents" >> beam.Map(_by_shard(accounting.rejected_event)),
+        inputs | "ShardEvents" >> beam.ParDo(ShardEventFn(accounting.shard_event, lambda shard: shard.path)),
+        read[RECORDS] | "ReadEvents" >> beam.ParDo(ShardEventFn(accounting.read_event)),
+        read[REJECTS] | "ReadRejectEvents" >> beam.ParDo(ShardEventFn(accounting.read_event)),
+        read[CHECKS] | "SourceCheckEvents" >> beam.ParDo(ShardEventFn(accounting.source_event)),
+        labeled[RECORDS]
+        | "WrittenEvents"
+        >> beam.ParDo(ShardEventFn(accounting.written_event, lambda item: item.record.shard, True, progress_dir)),
+        rejects
+        | "RejectedEvents"
+        >> beam.ParDo(ShardEventFn(accounting.rejected_event, finished=True, progress_dir=progress_dir)),
     ) | "AllEvents" >> beam.Flatten()
     header = summary_header(config, provenance, layout, len(shards) + len(committed))
-    summary = (labeled[RECORDS], rejects, events, paths) | "WriteShardOutputs" >> WriteShardOutputs(
-        config.write, layout, provenance, config.to_json(), header, list(committed.values())
+    summary = (labeled[RECORDS], rejects, events, inputs) | "WriteShardOutputs" >> WriteShardOutputs(
+        config.write, layout, provenance, config.to_json(), header, list(committed.values()), progress_dir
     )
     return {"labeled": labeled[RECORDS], "rejects": rejects, "events": events, "summary": summary}

@@ -42,6 +42,11 @@ class Reason:
     CAPTION_TOO_LONG = "caption_too_long"
     MISSING_KEY = "missing_key"
     BAD_MANIFEST_LINE = "bad_manifest_line"
+    UNREADABLE_RECORD = "unreadable_record"  # a TFRecord whose framing is sound but is no tf.train.Example
+    # read, from img2dataset's per-shard metadata: URLs it tried that never reached the shard
+    FAILED_TO_DOWNLOAD = "failed_to_download"  # img2dataset's status strings, kept as they are
+    FAILED_TO_RESIZE = "failed_to_resize"
+    MISSING_FROM_SHARD = "missing_from_shard"  # metadata says downloaded, the shard has no such record
     # dedup
     DUPLICATE_KEY = "duplicate_key"
     # phrases
@@ -58,6 +63,43 @@ class Reason:
     # filter
     NO_CONFIDENT_BOX = "no_confident_box"
     NO_REGIONS = "no_regions"
+
+
+class InputFormat:
+    """The input layouts VESL reads (``InputShard.format``)."""
+
+    WEBDATASET = "webdataset"  # NNNNN.tar: KEY.jpg + KEY.txt + KEY.json members
+    PARQUET = "parquet"  # rows with image bytes (img2dataset, Hugging Face datasets)
+    TFRECORD = "tfrecord"  # tf.train.Example per image (img2dataset's tfrecord output)
+    FILES = "files"  # a folder of KEY.jpg + KEY.txt + KEY.json (img2dataset's default output)
+    MANIFEST = "manifest"  # JSON lines naming image files
+    ALL = (WEBDATASET, PARQUET, TFRECORD, FILES, MANIFEST)
+
+
+@dataclass(frozen=True)
+class InputShard:
+    """One unit of input: a data file (a folder for ``files``) and, for img2dataset output, its
+    sidecars: ``metadata`` (NNNNN.parquet: every URL tried, with status and error) and ``stats``
+    (NNNNN_stats.json: img2dataset's counts). ``path`` names the shard everywhere (outputs, rejects)."""
+
+    path: str
+    format: str
+    metadata: str | None = None
+    stats: str | None = None
+
+
+@dataclass(frozen=True)
+class SourceCheck:
+    """What a shard held against what its producer says it wrote (img2dataset's metadata and stats).
+    ``tried``: URLs accounted for (records in the shard + failed downloads + missing ones);
+    ``downloaded``: records in the shard; ``problems``: each disagreement, in words."""
+
+    shard: str
+    tried: int
+    downloaded: int
+    failed: int
+    expected: dict[str, int] | None  # img2dataset's _stats.json counts, None when there is none
+    problems: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -104,6 +146,7 @@ class Reject:
     stage: str
     reason: str
     detail: str = ""
+    url: str | None = None  # the source URL, where the input names one (failed downloads)
 
     @classmethod
     def of(cls, record: ImageRecord, stage: str, reason: str, detail: str = "") -> Reject:
@@ -117,6 +160,7 @@ class Reject:
             "stage": self.stage,
             "reason": self.reason,
             "detail": self.detail,
+            **({"url": self.url} if self.url is not None else {}),
         }
 
 

@@ -44,7 +44,7 @@ EXPECTED: dict[str, tuple[str, object]] = {
     "whitespace_caption": ("rejected", ("read", "empty_caption")),
     "latin1_caption": ("rejected", ("read", "caption_not_utf8")),
     "caption_100kb": ("rejected", ("read", "caption_too_long")),
-    "failed_download": ("rejected", ("read", "missing_image")),
+    "failed_download": ("rejected", ("read", "failed_to_download")),  # img2dataset's status
 }
 
 

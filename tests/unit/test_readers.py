@@ -104,7 +104,13 @@ def test_img2dataset_parquet(tmp_path, photo_samples):
     records, rejects = split(list(read_shard(path, CFG)))
     assert [r.key for r in records] == [s.key for s in photo_samples]
     assert records[1].image_bytes == photo_samples[1].image
-    assert rejects["failed"].reason == Reason.MISSING_IMAGE and "failed_to_download" in rejects["failed"].detail
+    # img2dataset's status is the reason, its error message the detail; the URL is kept
+    failed = rejects["failed"]
+    assert (failed.reason, failed.detail, failed.url) == (
+        Reason.FAILED_TO_DOWNLOAD,
+        "img2dataset failed_to_download: sample: no image",
+        "u",
+    )
 
 
 def test_parquet_streams_in_batches_and_derives_missing_keys(tmp_path, photo_samples):

@@ -2,6 +2,7 @@
 
 RECORDS = "records"
 REJECTS = "rejects"
+CHECKS = "checks"  # SourceChecks of the read stage
 METRICS_NAMESPACE = "vesl"
 
 

@@ -19,14 +19,17 @@ import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
 from apache_beam.options.value_provider import StaticValueProvider
 
+from vesl import progress
 from vesl.accounting import Tally
 from vesl.config import WriteConfig
 from vesl.io.layout import OutputLayout, shard_output_id
 from vesl.io.tfexample import encode_example
 from vesl.io.tfrecord import frame_record
 from vesl.schema import Provenance, parquet_schema, to_parquet_row, to_tf_features
+from vesl.transforms import METRICS_NAMESPACE
 
 _CODECS = {"none": "NONE", "zstd": "ZSTD", "snappy": "SNAPPY", "gzip": "GZIP"}
 
@@ -116,10 +119,17 @@ def write_atomically(path: str, text: str) -> None:
 class CommitShardFn(beam.DoFn):
     """Once every file of a shard is in place, write its stats file (the commit) and pass its tally on."""
 
-    def __init__(self, layout: OutputLayout, sinks: dict[str, Any], header: dict[str, Any]):
+    def __init__(
+        self, layout: OutputLayout, sinks: dict[str, Any], header: dict[str, Any], progress_dir: str | None = None
+    ):
         self.layout = layout
         self.sinks = sinks
         self.header = header
+        self.progress_dir = progress_dir
+        self.committed = Metrics.counter(METRICS_NAMESPACE, progress.SHARDS_COMMITTED)
+
+    def setup(self):
+        self.progress = progress.counters_for(self.progress_dir)
 
     def process(self, element):
         shard_id, grouped = element
@@ -134,15 +144,22 @@ class CommitShardFn(beam.DoFn):
             files[fmt] = path
         # Fault injection for the kill-and-rerun test: hold each commit so the run can be killed midway.
         time.sleep(float(os.environ.get("VESL_TEST_COMMIT_DELAY_S", "0")))
-        inputs = sorted(set(grouped["input"]))
+        inputs = sorted(set(grouped["input"]), key=lambda shard: shard.path)
+        source = inputs[0] if inputs else None
         stats = {
             **self.header,
             "shard_id": shard_id,
-            "input": inputs[0] if inputs else None,
+            "input": source.path if source else None,
+            "input_format": source.format if source else None,
+            "input_sidecars": {"metadata": source.metadata, "stats": source.stats} if source else None,
             "files": files,
             "counts": tally.to_dict(),
         }
         write_atomically(self.layout.path("stats", shard_id), json.dumps(stats, indent=2))
+        self.committed.inc()
+        if self.progress is not None:
+            self.progress.add(progress.SHARDS_COMMITTED)
+            self.progress.flush()
         yield tally
 
 
@@ -172,7 +189,7 @@ class MergeTalliesFn(TallyFn):
 
 
 class WriteShardOutputs(beam.PTransform):
-    """(labeled images, rejects, keyed accounting events, input shard paths) -> committed shards and
+    """(labeled images, rejects, keyed accounting events, input shards) -> committed shards and
     summary.json. ``previous`` are the tallies of shards committed by earlier runs that this run keeps."""
 
     def __init__(
@@ -183,6 +200,7 @@ class WriteShardOutputs(beam.PTransform):
         config_json: str,
         summary_header: dict[str, Any],
         previous: Sequence[dict[str, Any]] = (),
+        progress_dir: str | None = None,
     ):
         super().__init__()
         self.config = config
@@ -191,9 +209,10 @@ class WriteShardOutputs(beam.PTransform):
         self.config_json = config_json
         self.summary_header = summary_header
         self.previous = list(previous)
+        self.progress_dir = progress_dir
 
     def expand(self, inputs):
-        labeled, rejects, events, shard_paths = inputs
+        labeled, rejects, events, input_shards = inputs
         cfg, layout, provenance, include = self.config, self.layout, self.provenance, self.config.write_image_bytes
         by_shard = lambda item: shard_output_id(item.record.shard)  # noqa: E731
         sinks: dict[str, fileio.FileSink] = {}
@@ -221,7 +240,7 @@ class WriteShardOutputs(beam.PTransform):
         )
         grouped = {
             "tally": events | "TallyPerShard" >> beam.CombinePerKey(TallyFn()),
-            "input": shard_paths | "KeyInputs" >> beam.Map(lambda path: (shard_output_id(path), path)),
+            "input": input_shards | "KeyInputs" >> beam.Map(lambda shard: (shard_output_id(shard.path), shard)),
         }
         for fmt, results in written.items():
             grouped[fmt] = results | f"Key{fmt.title()}Files" >> beam.Map(lambda r: (r.destination, r.file_name))
@@ -229,7 +248,7 @@ class WriteShardOutputs(beam.PTransform):
         committed = (
             grouped
             | "GroupShardFiles" >> beam.CoGroupByKey()
-            | "CommitShards" >> beam.ParDo(CommitShardFn(layout, sinks, header))
+            | "CommitShards" >> beam.ParDo(CommitShardFn(layout, sinks, header, self.progress_dir))
         )
         previous = [Tally.from_dict(p) for p in self.previous]
         summary_header = self.summary_header

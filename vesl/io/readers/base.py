@@ -1,0 +1,119 @@
+"""What every format reader shares: the item type, record validation, shard-level rejects, the
+grouping of ``KEY.ext`` files into one record (webdataset members and ``files`` folders alike), and
+which storage errors are worth a retry."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Callable, Iterator
+
+from vesl.config import ReadConfig
+from vesl.records import ImageRecord, Reason, Reject, Stage
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "jxl", "avif", "image")
+SHARD_INDEX = -1  # Reject.index of a reject that concerns a whole shard
+
+Item = ImageRecord | Reject
+# A format reader: (path, config) -> the shard's records and rejects, in a stable order.
+Reader = Callable[[str, ReadConfig], Iterator[Item]]
+
+# Storage errors worth retrying (the connection, not the data): the whole shard is read again and the
+# records already passed on are skipped, so a flaky network costs time, never records.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
+try:  # gcsfs reports HTTP 5xx/429 as its own error type
+    from gcsfs.retry import HttpError as _GcsHttpError
+
+    TRANSIENT_ERRORS += (_GcsHttpError,)
+except ImportError:  # pragma: no cover
+    pass
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)):
+        return False
+    code = getattr(exc, "code", None)
+    if code is not None and type(exc).__name__ == "HttpError":
+        return code == 429 or 500 <= int(code) < 600
+    return isinstance(exc, TRANSIENT_ERRORS)
+
+
+def make_record(
+    key: str | None,
+    shard: str,
+    index: int,
+    caption: str | bytes | None,
+    image: bytes | None,
+    url: str | None,
+    cfg: ReadConfig,
+    missing_image_detail: str = "",
+) -> Item:
+    """Validate one raw record. The stored caption is stripped of surrounding whitespace; phrase
+    spans index the stored caption. Rejects carry the record's URL when the input names one."""
+    key = "" if key is None else str(key)
+    url = url if isinstance(url, str) else None
+
+    def reject(reason: str, detail: str) -> Reject:
+        return Reject(key, shard, index, Stage.READ, reason, detail, url)
+
+    if not key:
+        return reject(Reason.MISSING_KEY, "record has no key")
+    if image is None:
+        return reject(Reason.MISSING_IMAGE, missing_image_detail or "no image bytes")
+    if caption is None:
+        return reject(Reason.MISSING_CAPTION, "record has no caption")
+    if isinstance(caption, bytes):
+        try:
+            caption = caption.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            return reject(
+                Reason.CAPTION_NOT_UTF8, f"invalid UTF-8 at byte {exc.start}: {caption[exc.start : exc.start + 4]!r}"
+            )
+    caption = caption.strip()
+    if not caption:
+        return reject(Reason.EMPTY_CAPTION, "caption is empty or whitespace")
+    if len(caption) > cfg.max_caption_chars:
+        return reject(Reason.CAPTION_TOO_LONG, f"{len(caption)} characters > max_caption_chars {cfg.max_caption_chars}")
+    return ImageRecord(key=key, shard=shard, index=index, caption=caption, image_bytes=image, url=url)
+
+
+def shard_reject(path: str, exc: BaseException | None, context: str = "") -> Reject:
+    """One reject for a whole shard (``index`` -1), saying what went wrong."""
+    error = f"{type(exc).__name__}: {exc}" if exc is not None else ""
+    detail = f"{context} ({error})" if context and error else context or error
+    return Reject("", path, SHARD_INDEX, Stage.READ, Reason.UNREADABLE_SHARD, detail)
+
+
+def truncated_reject(path: str, key: str, index: int, exc: BaseException, what: str) -> Reject:
+    """The shard ends (or breaks) inside a record: the records before it were read."""
+    detail = f"{what} ({type(exc).__name__}: {exc}); {index} earlier records were read"
+    return Reject(key, path, index, Stage.READ, Reason.TRUNCATED_SHARD, detail)
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """``dir/KEY.ext.ext2`` -> (``dir/KEY``, ``ext.ext2``): webdataset's rule, the key ends at the first dot."""
+    directory, base = posixpath.split(name)
+    stem, _, ext = base.partition(".")
+    return posixpath.join(directory, stem) if directory else stem, ext.lower()
+
+
+def url_from_json(raw: bytes | None) -> str | None:
+    if not raw:
+        return None
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        return None  # metadata is optional; a bad one does not cost the image
+    url = meta.get("url") if isinstance(meta, dict) else None
+    return url if isinstance(url, str) else None
+
+
+def group_to_item(key: str, files: dict[str, bytes], path: str, index: int, cfg: ReadConfig) -> Item:
+    """One record from its ``KEY.<ext>`` parts: an image, ``txt`` (caption), ``json`` (metadata)."""
+    image = next((files[ext] for ext in IMAGE_EXTENSIONS if ext in files), None)
+    url = url_from_json(files.get("json"))
+    detail = f"members found: {', '.join(sorted(files)) or 'none'}"
+    caption = files.get("txt")
+    if caption is None and image is not None:
+        return Reject(key, path, index, Stage.READ, Reason.MISSING_CAPTION, f"no {key}.txt; {detail}", url)
+    return make_record(key, path, index, caption, image, url, cfg, missing_image_detail=f"no image member; {detail}")

@@ -1,0 +1,59 @@
+"""JSON-lines manifests for a user's own folder: one ``{"key", "image", "caption"}`` object a line;
+``image`` is a path relative to the manifest (or absolute, or a URL fsspec opens). Streamed: one line
+and its image in memory at a time."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Iterator
+
+import fsspec
+
+from vesl.config import ReadConfig
+from vesl.io.readers.base import Item, is_transient, make_record, shard_reject
+from vesl.records import Reason, Reject, Stage
+
+
+def _resolve_image_path(manifest: str, image: str) -> str:
+    if "://" in image or image.startswith("/"):
+        return image
+    return posixpath.join(posixpath.dirname(manifest), image)
+
+
+def read_manifest(path: str, cfg: ReadConfig) -> Iterator[Item]:
+    try:
+        f = fsspec.open(path, "rb").open()
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        yield shard_reject(path, exc)
+        return
+    with f:
+        for index, raw_line in enumerate(f):
+            if not raw_line.strip():
+                continue
+            try:
+                entry = json.loads(raw_line)
+                if not isinstance(entry, dict) or not isinstance(entry.get("image"), str):
+                    raise ValueError('expected an object with an "image" path')
+            except ValueError as exc:
+                yield Reject("", path, index, Stage.READ, Reason.BAD_MANIFEST_LINE, f"line {index + 1}: {exc}")
+                continue
+            image_path = _resolve_image_path(path, entry["image"])
+            key = entry.get("key") or posixpath.basename(entry["image"]).rsplit(".", 1)[0]
+            caption = entry.get("caption")
+            if caption is None and isinstance(entry.get("captions"), list) and entry["captions"]:
+                caption = entry["captions"][0]
+            try:
+                with fsspec.open(image_path, "rb") as image_file:
+                    image = image_file.read()
+            except Exception as exc:
+                if is_transient(exc):
+                    raise  # the shard is read again
+                detail = f"{image_path}: {type(exc).__name__}: {exc}"
+                yield Reject(str(key), path, index, Stage.READ, Reason.IMAGE_NOT_FOUND, detail)
+                continue
+            yield make_record(
+                str(key), path, index, caption if isinstance(caption, str) else None, image, entry.get("url"), cfg
+            )

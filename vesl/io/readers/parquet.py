@@ -1,0 +1,110 @@
+"""Parquet shards: img2dataset's parquet output (``key``, ``caption``, ``url``, ``status``,
+``error_message`` and the image bytes in ``jpg``/``png``/``webp``), Hugging Face ``datasets`` Parquet
+(an ``Image`` feature: a ``{bytes, path}`` struct, found through the file's ``huggingface`` schema
+metadata or by its type; captions in ``text``), and any table with an image-bytes column and a
+caption column. Read one row batch at a time. Rows without image bytes are rejected with
+img2dataset's status and error when it recorded them."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Iterator
+
+import fsspec
+
+from vesl.config import ReadConfig
+from vesl.io.readers.base import Item, is_transient, make_record, shard_reject, truncated_reject
+from vesl.io.readers.img2dataset import failed_download
+
+IMAGE_COLUMNS = ("jpg", "jpeg", "png", "webp", "image", "image_bytes", "img")
+CAPTION_COLUMNS = ("caption", "txt", "text")
+KEY_COLUMNS = ("key", "id")
+
+
+def _is_image_struct(field) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_struct(field.type) and field.type.get_field_index("bytes") >= 0
+
+
+def _hf_image_columns(schema) -> list[str]:
+    """Columns that Hugging Face datasets' metadata declares as ``Image`` features."""
+    raw = (schema.metadata or {}).get(b"huggingface")
+    if not raw:
+        return []
+    try:
+        features = json.loads(raw)["info"]["features"]
+    except (ValueError, KeyError, TypeError):
+        return []
+    if not isinstance(features, dict):
+        return []
+    return [name for name, f in features.items() if isinstance(f, dict) and f.get("_type") == "Image"]
+
+
+def pick_columns(schema, cfg: ReadConfig) -> tuple[str | None, str | None, str | None]:
+    """(image, caption, key) column names of a parquet schema; None where there is none."""
+    names = schema.names
+    image = cfg.image_column
+    if image is None:
+        structs = [f.name for f in schema if _is_image_struct(f)]
+        hf = [name for name in _hf_image_columns(schema) if name in names]
+        image = (
+            next(iter(hf), None) or next((c for c in IMAGE_COLUMNS if c in names), None) or next(iter(structs), None)
+        )
+    caption = cfg.caption_column or next((c for c in CAPTION_COLUMNS if c in names), None)
+    key = next((c for c in KEY_COLUMNS if c in names), None)
+    return (image if image in names else None), (caption if caption in names else None), key
+
+
+def _image_bytes(value) -> tuple[bytes | None, str]:
+    """Bytes of an image cell (plain binary, or a datasets ``{bytes, path}`` struct), and why not."""
+    if isinstance(value, dict):
+        data, path = value.get("bytes"), value.get("path")
+        if data is None:
+            return None, f"Image struct has no bytes (path {path!r} is not embedded in the file)"
+        return data, ""
+    return value, ""
+
+
+def read_parquet(path: str, cfg: ReadConfig, batch_rows: int = 256) -> Iterator[Item]:
+    import pyarrow.parquet as pq
+
+    index = 0
+    try:
+        with fsspec.open(path, "rb") as f:
+            pf = pq.ParquetFile(f)
+            schema = pf.schema_arrow
+            image_column, caption_column, key_column = pick_columns(schema, cfg)
+            wanted = [
+                c
+                for c in (key_column, caption_column, "url", "status", "error_message", image_column)
+                if c and c in schema.names
+            ]
+            stem = posixpath.basename(path).rsplit(".", 1)[0]
+            no_image = "no image column (looked for " + ", ".join(IMAGE_COLUMNS) + " and Image structs)"
+            for batch in pf.iter_batches(batch_size=batch_rows, columns=wanted):
+                columns = batch.to_pydict()
+                empty = [None] * batch.num_rows
+                keys = columns[key_column] if key_column else empty
+                captions = columns[caption_column] if caption_column else empty
+                images = columns[image_column] if image_column else empty
+                urls, statuses, errors = (columns.get(c, empty) for c in ("url", "status", "error_message"))
+                for key, caption, cell, url, status, error in zip(keys, captions, images, urls, statuses, errors):
+                    if key_column is None:
+                        key = f"{stem}:{index}"  # no key column: position in the shard is the key
+                    image, why = _image_bytes(cell)
+                    failed = failed_download(key, path, index, status, error, url) if image is None else None
+                    if failed is not None:
+                        yield failed
+                    else:
+                        detail = no_image if image_column is None else why or f"status={status!r} error={error!r}"
+                        yield make_record(key, path, index, caption, image, url, cfg, missing_image_detail=detail)
+                    index += 1
+    except Exception as exc:  # pyarrow raises ArrowInvalid/OSError on damaged files
+        if is_transient(exc):
+            raise
+        if index == 0:
+            yield shard_reject(path, exc)
+        else:
+            yield truncated_reject(path, "", index, exc, f"parquet shard unreadable after {index} rows")

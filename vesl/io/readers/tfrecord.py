@@ -1,0 +1,68 @@
+"""TFRecord shards of ``tf.train.Example`` records, as img2dataset's tfrecord output writes them:
+bytes features ``key``, ``jpg`` (or ``png``/``webp``: the encode format), ``txt``/``caption`` and
+``url``, plus its metadata columns. Read through VESL's own TFRecord codec (framing with CRC checks,
+protobuf decoding; no TensorFlow), one record in memory at a time; ``.tfrecord.gz`` is gunzipped.
+A file that breaks part-way yields the records before the damage and one ``truncated_shard``."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+
+import fsspec
+
+from vesl.config import ReadConfig
+from vesl.io.readers.base import Item, is_transient, make_record, shard_reject, truncated_reject
+from vesl.io.readers.parquet import CAPTION_COLUMNS, IMAGE_COLUMNS, KEY_COLUMNS
+from vesl.io.tfexample import decode_example
+from vesl.io.tfrecord import iter_tfrecords
+from vesl.records import Reason, Reject, Stage
+
+
+def _first_bytes(features: dict, names) -> tuple[str | None, bytes | None]:
+    for name in names:
+        kind, values = features.get(name, (None, None))
+        if kind == "bytes" and values:
+            return name, values[0]
+    return None, None
+
+
+def _text(features: dict, name: str) -> str | None:
+    kind, values = features.get(name, (None, None))
+    if kind == "bytes" and values:
+        return values[0].decode("utf-8", "replace")
+    if kind == "int64" and values:
+        return str(values[0])
+    return None
+
+
+def read_tfrecord(path: str, cfg: ReadConfig) -> Iterator[Item]:
+    index = 0
+    try:
+        with fsspec.open(path, "rb") as raw:
+            stream = gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
+            for data in iter_tfrecords(stream, source=path):
+                try:
+                    features = decode_example(data)
+                except Exception as exc:  # protobuf's DecodeError: a sound frame around other bytes
+                    detail = f"record {index} is not a tf.train.Example ({type(exc).__name__}: {exc})"
+                    yield Reject("", path, index, Stage.READ, Reason.UNREADABLE_RECORD, detail)
+                    index += 1
+                    continue
+                key = next((k for k in map(lambda n: _text(features, n), KEY_COLUMNS) if k), None)
+                image_names = (cfg.image_column,) if cfg.image_column else IMAGE_COLUMNS
+                _, image = _first_bytes(features, image_names)
+                caption_names = (cfg.caption_column,) if cfg.caption_column else CAPTION_COLUMNS
+                _, caption = _first_bytes(features, caption_names)
+                detail = (
+                    f"no image feature (looked for {', '.join(image_names)}); features: {', '.join(sorted(features))}"
+                )
+                yield make_record(key, path, index, caption, image, _text(features, "url"), cfg, detail)
+                index += 1
+    except Exception as exc:  # TFRecordError (framing, CRC), gzip errors, OSError
+        if is_transient(exc):
+            raise
+        if index == 0:
+            yield shard_reject(path, exc)
+        else:
+            yield truncated_reject(path, "", index, exc, f"TFRecord shard unreadable after {index} records")

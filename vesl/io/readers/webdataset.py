@@ -1,0 +1,46 @@
+"""webdataset tar shards (``.tar``, ``.tar.gz``, ``.tgz``) as img2dataset writes them: members
+``KEY.jpg|png|webp|...``, ``KEY.txt`` (caption) and ``KEY.json`` (metadata, optional, gives ``url``),
+adjacent in the tar. Streamed: one record's members in memory at a time. A tar that ends early yields
+the records before the damage and one ``truncated_shard`` reject for the record it cut."""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Iterator
+
+import fsspec
+
+from vesl.config import ReadConfig
+from vesl.io.readers.base import Item, group_to_item, is_transient, shard_reject, split_name, truncated_reject
+
+
+def read_webdataset(path: str, cfg: ReadConfig) -> Iterator[Item]:
+    index = 0
+    key: str | None = None
+    files: dict[str, bytes] = {}
+    try:
+        with fsspec.open(path, "rb", compression="infer") as f, tarfile.open(fileobj=f, mode="r|") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                member_key, ext = split_name(member.name)
+                if key is not None and member_key != key:
+                    yield group_to_item(key, files, path, index, cfg)
+                    index += 1
+                    files = {}
+                key = member_key
+                handle = tar.extractfile(member)
+                data = handle.read() if handle is not None else b""
+                if len(data) != member.size:
+                    raise tarfile.ReadError(f"member {member.name} has {len(data)} of {member.size} bytes")
+                files[ext] = data
+    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        if is_transient(exc):
+            raise
+        if key is None and index == 0:
+            yield shard_reject(path, exc)
+        else:
+            yield truncated_reject(path, key or "", index, exc, f"shard ends inside record {key!r}")
+        return
+    if key is not None:
+        yield group_to_item(key, files, path, index, cfg)
