@@ -101,3 +101,28 @@ def test_decoding_on_the_device_keeps_every_record_accounted_for(tiny_checkpoint
             equal_to([(r.key, "JPEG", True) for r in good] + [("png", "PNG", True)]),
             label="ok",
         )
+
+
+def test_read_shards_counts_as_beam_counters_and_progress_files(tmp_path):
+    """On Dataflow the progress counts are Beam counters; locally they also land in progress files."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from tests.conftest import IMG2DATASET
+    from vesl import progress
+    from vesl.config import ReadConfig
+    from vesl.io.inputs import discover_inputs
+    from vesl.transforms import CHECKS
+    from vesl.transforms.read import ReadShards
+
+    shards = discover_inputs([str(IMG2DATASET / "webdataset")]).shards
+    p = pipeline()
+    read = p | beam.Create(shards) | ReadShards(ReadConfig(), str(tmp_path))
+    assert_that(read[CHECKS] | beam.Map(lambda c: (c.tried, c.problems)), equal_to([(5, ()), (5, ()), (3, ())]))
+    result = p.run()
+    result.wait_until_finish()
+    counters = {
+        c.key.metric.name: c.committed
+        for c in result.metrics().query(MetricsFilter().with_namespace("vesl"))["counters"]
+    }
+    assert counters["shards_read"] == 3 and counters["records_read"] + counters["records_rejected_at_read"] == 13
+    assert progress.read_counts(str(tmp_path)) == {progress.SHARDS_READ: 3, progress.RECORDS_READ: 13}

@@ -209,3 +209,118 @@ def test_tfrecord_damage(tmp_path):
     # a sound frame around bytes that are no Example: that record only
     items = list(read_shard(tfrecord_shard(tmp_path, frame_record(b"\xff\xff\xff") + data), CFG))
     assert items[0].reason == Reason.UNREADABLE_RECORD and [i.key for i in items[1:]] == [i.key for i in whole]
+
+
+class CountingFile(io.BytesIO):
+    def read(self, size=-1):
+        data = super().read(size)
+        CountingMemoryFS.current.bytes_read += len(data)
+        return data
+
+
+class CountingMemoryFS:
+    """fsspec's memory filesystem, counting the bytes handed out and the files opened."""
+
+    @staticmethod
+    def register():
+        import fsspec
+        from fsspec.implementations.memory import MemoryFileSystem
+
+        class Counting(MemoryFileSystem):
+            protocol = "counting"
+            bytes_read = 0
+            opened: list[str] = []  # noqa: RUF012
+
+            @classmethod
+            def _strip_protocol(cls, path):
+                path = path[len("counting://") :] if path.startswith("counting://") else path
+                return MemoryFileSystem._strip_protocol(path)
+
+            def _open(self, path, mode="rb", **kwargs):
+                if mode != "rb":
+                    return super()._open(path, mode, **kwargs)
+                Counting.opened.append(path)
+                # a fresh counting handle (memory's own handle is the stored object, shared by every open)
+                return CountingFile(MemoryFileSystem.cat_file(self, path))
+
+            def cat_file(self, path, start=None, end=None, **kwargs):
+                data = super().cat_file(path, start, end, **kwargs)
+                Counting.opened.append(path)
+                Counting.bytes_read += len(data)
+                return data
+
+        fsspec.register_implementation("counting", Counting, clobber=True)
+        CountingMemoryFS.current = Counting
+        return Counting
+
+
+@pytest.mark.parametrize("fmt", IMG2DATASET_FORMATS)
+def test_remote_folders_read_the_same(fmt):
+    fs_class = CountingMemoryFS.register()
+    fs = fs_class()
+    root = IMG2DATASET / fmt
+    for path in root.rglob("*"):
+        if path.is_file():
+            fs.pipe(f"/bucket/{fmt}/{path.relative_to(root).as_posix()}", path.read_bytes())
+    try:
+        local = read_folder(root)
+        remote = read_folder(f"counting://bucket/{fmt}")
+        assert [(r.key, r.caption, r.image_bytes) for r in remote[0]] == [
+            (r.key, r.caption, r.image_bytes) for r in local[0]
+        ]
+        assert [(r.key, r.reason, r.url) for r in remote[1]] == [(r.key, r.reason, r.url) for r in local[1]]
+        assert [c.problems for c in remote[2]] == [(), (), ()]
+    finally:
+        fs.rm("/bucket", recursive=True)
+
+
+def _big_shard(fmt: str, fs) -> str:
+    """A shard of many records built from the fixtures' (a few MB), in the bucket."""
+    records = read_folder(IMG2DATASET / "webdataset")[0]
+    if fmt == "tfrecord":
+        data = (IMG2DATASET / "tfrecord" / "00000.tfrecord").read_bytes() * 100
+        fs.pipe("/bucket/big.tfrecord", data)
+        return "counting://bucket/big.tfrecord"
+    if fmt == "parquet":
+        table = pq.read_table(IMG2DATASET / "parquet" / "00000.parquet")
+        sink = pa.BufferOutputStream()
+        pq.write_table(
+            pa.concat_tables([table] * 150), sink, row_group_size=100, use_dictionary=False, compression="none"
+        )
+        fs.pipe("/bucket/big.parquet", sink.getvalue().to_pybytes())
+        return "counting://bucket/big.parquet"
+    if fmt == "webdataset":
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            for i in range(400):
+                r = records[i % len(records)]
+                for ext, data in (("jpg", r.image_bytes), ("txt", r.caption.encode())):
+                    info = tarfile.TarInfo(f"{i:06d}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+        fs.pipe("/bucket/big.tar", buffer.getvalue())
+        return "counting://bucket/big.tar"
+    for i in range(400):  # files
+        r = records[i % len(records)]
+        fs.pipe(f"/bucket/big/{i:06d}.jpg", r.image_bytes)
+        fs.pipe(f"/bucket/big/{i:06d}.txt", r.caption.encode())
+    return "counting://bucket/big"
+
+
+@pytest.mark.parametrize("fmt", IMG2DATASET_FORMATS)
+def test_shards_stream_one_record_at_a_time(fmt):
+    fs_class = CountingMemoryFS.register()
+    fs = fs_class()
+    try:
+        path = _big_shard(fmt, fs)
+        total = sum(fs.du(p) for p in fs.find(path.replace("counting://", "/"))) if fmt == "files" else fs.size(path)
+        fs_class.bytes_read, fs_class.opened = 0, []
+        first = next(iter(read_shard(InputShard(path, fmt), CFG)))
+        assert isinstance(first, ImageRecord) and total > 1_500_000
+        # one record (plus read-ahead); a parquet reader holds one row group (of 8 here)
+        limit = total // 4 if fmt == "parquet" else 64 * 1024
+        assert fs_class.bytes_read < limit
+        if fmt == "files":
+            assert len(fs_class.opened) == 2  # that record's image and caption
+    finally:
+        fs.rm("/bucket", recursive=True)

@@ -45,3 +45,14 @@ def test_failed_batches_and_bookkeeping_problems_are_warnings():
     status, lines = verdict(c)
     assert status == 0 and len(lines) == 2 and all(line.startswith("vesl: warning: ") for line in lines)
     assert "(2 problems, e.g. s: a)" in lines[1]
+
+
+def test_progress_is_shown_on_a_terminal_or_when_asked(monkeypatch):
+    import sys
+
+    from pipelines.vesl import wants_progress
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    assert (wants_progress("auto"), wants_progress("true"), wants_progress("false")) == (False, True, False)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    assert (wants_progress("auto"), wants_progress("false")) == (True, False)

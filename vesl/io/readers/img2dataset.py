@@ -73,13 +73,15 @@ def metadata_rejects(
     time). Their ``index`` continues after the data file's records."""
     import pyarrow.parquet as pq
 
+    from vesl.io.readers.parquet import iter_row_batches
+
     with fsspec.open(shard.metadata, "rb") as f:
         pf = pq.ParquetFile(f)
         names = set(pf.schema_arrow.names)
         columns = [c for c in METADATA_COLUMNS if c in names]
         index = start_index
         listed: set[str] = set()
-        for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
+        for batch in iter_row_batches(pf, columns, batch_rows):
             values = batch.to_pydict()
             empty = [None] * batch.num_rows
             for key, url, status, error in zip(*(values.get(c, empty) for c in METADATA_COLUMNS)):

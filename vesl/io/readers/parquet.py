@@ -2,7 +2,7 @@
 ``error_message`` and the image bytes in ``jpg``/``png``/``webp``), Hugging Face ``datasets`` Parquet
 (an ``Image`` feature: a ``{bytes, path}`` struct, found through the file's ``huggingface`` schema
 metadata or by its type; captions in ``text``), and any table with an image-bytes column and a
-caption column. Read one row batch at a time. Rows without image bytes are rejected with
+caption column. Read one row group at a time, in row batches. Rows without image bytes are rejected with
 img2dataset's status and error when it recorded them."""
 
 from __future__ import annotations
@@ -67,6 +67,13 @@ def _image_bytes(value) -> tuple[bytes | None, str]:
     return value, ""
 
 
+def iter_row_batches(pf, columns: list[str], batch_rows: int):
+    """Record batches, one row group at a time: pyarrow pre-buffers every row group an iterator
+    covers (a whole file at once), so memory is bounded by the largest row group, not the file."""
+    for row_group in range(pf.num_row_groups):
+        yield from pf.iter_batches(batch_size=batch_rows, row_groups=[row_group], columns=columns)
+
+
 def read_parquet(path: str, cfg: ReadConfig, batch_rows: int = 256) -> Iterator[Item]:
     import pyarrow.parquet as pq
 
@@ -83,7 +90,7 @@ def read_parquet(path: str, cfg: ReadConfig, batch_rows: int = 256) -> Iterator[
             ]
             stem = posixpath.basename(path).rsplit(".", 1)[0]
             no_image = "no image column (looked for " + ", ".join(IMAGE_COLUMNS) + " and Image structs)"
-            for batch in pf.iter_batches(batch_size=batch_rows, columns=wanted):
+            for batch in iter_row_batches(pf, wanted, batch_rows):
                 columns = batch.to_pydict()
                 empty = [None] * batch.num_rows
                 keys = columns[key_column] if key_column else empty
