@@ -84,8 +84,14 @@ def shard_reject(path: str, exc: BaseException | None, context: str = "") -> Rej
     return Reject("", path, SHARD_INDEX, Stage.READ, Reason.UNREADABLE_SHARD, detail)
 
 
-def truncated_reject(path: str, key: str, index: int, exc: BaseException, what: str) -> Reject:
-    """The shard ends (or breaks) inside a record: the records before it were read."""
+def damaged_shard(path: str, exc: BaseException, index: int, what: str, key: str = "", started: bool = False) -> Reject:
+    """The reject for a shard that broke while being read: re-raises a transient error (the shard is
+    read again); a shard broken before its first record is unreadable as a whole (``index`` -1),
+    one that breaks later is truncated at record ``index`` (the records before it were read)."""
+    if is_transient(exc):
+        raise exc
+    if index == 0 and not started:
+        return shard_reject(path, exc)
     detail = f"{what} ({type(exc).__name__}: {exc}); {index} earlier records were read"
     return Reject(key, path, index, Stage.READ, Reason.TRUNCATED_SHARD, detail)
 

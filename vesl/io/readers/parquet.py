@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import fsspec
 
 from vesl.config import ReadConfig
-from vesl.io.readers.base import Item, is_transient, make_record, shard_reject, truncated_reject
+from vesl.io.readers.base import Item, damaged_shard, make_record
 from vesl.io.readers.img2dataset import failed_download
 
 IMAGE_COLUMNS = ("jpg", "jpeg", "png", "webp", "image", "image_bytes", "img")
@@ -109,9 +109,4 @@ def read_parquet(path: str, cfg: ReadConfig, batch_rows: int = 256) -> Iterator[
                         yield make_record(key, path, index, caption, image, url, cfg, missing_image_detail=detail)
                     index += 1
     except Exception as exc:  # pyarrow raises ArrowInvalid/OSError on damaged files
-        if is_transient(exc):
-            raise
-        if index == 0:
-            yield shard_reject(path, exc)
-        else:
-            yield truncated_reject(path, "", index, exc, f"parquet shard unreadable after {index} rows")
+        yield damaged_shard(path, exc, index, f"parquet shard unreadable after {index} rows")

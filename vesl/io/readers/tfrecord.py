@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import fsspec
 
 from vesl.config import ReadConfig
-from vesl.io.readers.base import Item, is_transient, make_record, shard_reject, truncated_reject
+from vesl.io.readers.base import Item, damaged_shard, make_record
 from vesl.io.readers.parquet import CAPTION_COLUMNS, IMAGE_COLUMNS, KEY_COLUMNS
 from vesl.io.tfexample import decode_example
 from vesl.io.tfrecord import iter_tfrecords
@@ -49,7 +49,7 @@ def read_tfrecord(path: str, cfg: ReadConfig) -> Iterator[Item]:
                     yield Reject("", path, index, Stage.READ, Reason.UNREADABLE_RECORD, detail)
                     index += 1
                     continue
-                key = next((k for k in map(lambda n: _text(features, n), KEY_COLUMNS) if k), None)
+                key = next((k for k in (_text(features, name) for name in KEY_COLUMNS) if k), None)
                 image_names = (cfg.image_column,) if cfg.image_column else IMAGE_COLUMNS
                 _, image = _first_bytes(features, image_names)
                 caption_names = (cfg.caption_column,) if cfg.caption_column else CAPTION_COLUMNS
@@ -60,9 +60,4 @@ def read_tfrecord(path: str, cfg: ReadConfig) -> Iterator[Item]:
                 yield make_record(key, path, index, caption, image, _text(features, "url"), cfg, detail)
                 index += 1
     except Exception as exc:  # TFRecordError (framing, CRC), gzip errors, OSError
-        if is_transient(exc):
-            raise
-        if index == 0:
-            yield shard_reject(path, exc)
-        else:
-            yield truncated_reject(path, "", index, exc, f"TFRecord shard unreadable after {index} records")
+        yield damaged_shard(path, exc, index, f"TFRecord shard unreadable after {index} records")

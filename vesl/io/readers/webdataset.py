@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import fsspec
 
 from vesl.config import ReadConfig
-from vesl.io.readers.base import Item, group_to_item, is_transient, shard_reject, split_name, truncated_reject
+from vesl.io.readers.base import Item, damaged_shard, group_to_item, split_name
 
 
 def read_webdataset(path: str, cfg: ReadConfig) -> Iterator[Item]:
@@ -35,12 +35,7 @@ def read_webdataset(path: str, cfg: ReadConfig) -> Iterator[Item]:
                     raise tarfile.ReadError(f"member {member.name} has {len(data)} of {member.size} bytes")
                 files[ext] = data
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-        if is_transient(exc):
-            raise
-        if key is None and index == 0:
-            yield shard_reject(path, exc)
-        else:
-            yield truncated_reject(path, key or "", index, exc, f"shard ends inside record {key!r}")
+        yield damaged_shard(path, exc, index, f"shard ends inside record {key!r}", key or "", key is not None)
         return
     if key is not None:
         yield group_to_item(key, files, path, index, cfg)
