@@ -46,7 +46,7 @@ def expand_inputs(patterns: list[str], output: str | None = None) -> list[InputS
     """Patterns (globs, folders, files; local or remote) -> the shards VESL reads, each with its
     format and img2dataset sidecars (``vesl.io.inputs``); the run's own output is never input."""
     try:
-        discovery = discover_inputs(patterns, exclude=[output] if output else ())
+        discovery = discover_inputs(patterns, output)
     except InputError as exc:
         raise UsageError(str(exc)) from None
     except FileNotFoundError as exc:

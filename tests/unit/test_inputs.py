@@ -108,16 +108,31 @@ def test_the_runs_own_output_and_other_vesl_outputs_are_never_input(tmp_path):
     for sub in ("stats", "rejects", "parquet"):
         (older / sub).mkdir(parents=True)
     (older / "parquet" / "y.parquet").write_bytes(b"")
-    got = discover_inputs([str(parent)], exclude=[str(out)])
+    got = discover_inputs([str(parent)], output=str(out))
     assert names(got.shards) == names(expected)
     assert any("this run's output" in n for n in got.notes) and any("VESL output folder" in n for n in got.notes)
-    # also when the output is still empty (first run): excluded by path
+    # also when the output is not yet recognisable (a first run): what VESL writes is excluded by path
     shutil.rmtree(older)
     shutil.rmtree(out)
-    out.mkdir()
+    (out / "parquet").mkdir(parents=True)
     (out / "summary.json").write_text("{}")
-    (out / "stray.parquet").write_bytes(b"")
-    assert names(discover_inputs([str(parent)], exclude=[str(out)]).shards) == names(expected)
+    (out / "parquet" / "x-1234.parquet").write_bytes(b"")
+    assert names(discover_inputs([str(parent)], output=str(out)).shards) == names(expected)
+
+
+def test_input_inside_the_output_folder_is_read(tmp_path):
+    """``make sample``'s layout: OUTPUT/input/ holds the shards, OUTPUT/parquet/... the results."""
+    out = tmp_path / "sample"
+    shutil.copytree(IMG2DATASET / "webdataset", out / "input")
+    expected = discover_inputs([str(out / "input")]).shards
+    for sub in ("parquet", "stats", "rejects", "_temporary"):
+        (out / sub).mkdir()
+        (out / sub / "00000-abcd.parquet").write_bytes(b"")
+    (out / "summary.json").write_text("{}")
+    for pattern in (str(out / "input"), f"{out / 'input'}/*", str(out)):
+        assert discover_inputs([pattern], output=str(out)).shards == expected, pattern
+    with pytest.raises(InputError, match="in this run's output"):
+        discover_inputs([f"{out / 'parquet'}/*"], output=str(out))
 
 
 def test_remote_folders_keep_their_protocol():

@@ -11,8 +11,10 @@ Rules (README, "Inputs"):
 - **Any other folder** is searched recursively for ``.tar``/``.tar.gz``/``.tgz``, ``.parquet``,
   ``.tfrecord``/``.tfrecord.gz`` and ``.jsonl`` files (not ``.json``: too many other things are
   JSON); a subfolder that is an img2dataset folder follows the rule above.
-- **Skipped**: the run's own ``--output`` and any other VESL output folder, and names starting with
-  ``.`` or ``_`` (``.git``, img2dataset's ``_tmp``, VESL's ``_temporary``, ``_SUCCESS``).
+- **Skipped**: what the run itself writes in ``--output`` (its ``parquet/``, ``tfrecord/``,
+  ``rejects/``, ``stats/``, ``summary.json``...; the rest of that folder may hold input, as
+  ``make sample`` does), any other VESL output folder, and names starting with ``.`` or ``_``
+  (``.git``, img2dataset's ``_tmp``, VESL's ``_temporary``, ``_SUCCESS``).
 - **Globs and files**: each match is a folder (as above) or a file, read as its name says; a file in
   an img2dataset folder takes its sidecars, and a sidecar matched by a glob is left to its shard. A
   matched file of no known format, or a pattern that yields no shard, is an ``InputError``.
@@ -22,11 +24,12 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import fsspec
 
+from vesl.io.layout import OWNED_NAMES
 from vesl.io.readers import format_from_name
 from vesl.records import InputFormat, InputShard
 
@@ -115,10 +118,11 @@ class Discovery:
 
 
 class _Finder:
-    def __init__(self, fs, remote: bool, exclude: Sequence[str]):
+    def __init__(self, fs, remote: bool, output: str | None):
         self.fs = fs
         self.remote = remote
-        self.exclude = [e.rstrip("/") for e in exclude]
+        self.output = output.rstrip("/") if output else None
+        self.exclude = [posixpath.join(self.output, name) for name in OWNED_NAMES] if self.output else []
         self.listings: dict[str, Listing] = {}
         self.notes: list[str] = []
 
@@ -152,7 +156,7 @@ class _Finder:
                 self.notes.append(f"skipped {self.full(folder)}: it is this run's output")
                 continue
             listing = self.listing(folder)
-            if listing.is_vesl_output:
+            if listing.is_vesl_output and folder != self.output:
                 self.notes.append(f"skipped {self.full(folder)}: a VESL output folder")
                 continue
             img2dataset = Img2datasetFolder.recognise(listing)
@@ -200,9 +204,9 @@ def _hidden(name: str) -> bool:
     return name.startswith((".", "_"))
 
 
-def discover_inputs(patterns: Iterable[str], exclude: Sequence[str] = ()) -> Discovery:
+def discover_inputs(patterns: Iterable[str], output: str | None = None) -> Discovery:
     """Shards of ``patterns`` (globs, folders, files; comma-separated or repeated), sorted by path and
-    de-duplicated. ``exclude``: folders never read (the run's own output). Raises ``InputError``
+    de-duplicated. ``output``: the run's output folder, whose VESL files are never read. Raises ``InputError``
     naming the first pattern that matches nothing readable."""
     found: dict[str, InputShard] = {}
     notes: list[str] = []
@@ -211,7 +215,7 @@ def discover_inputs(patterns: Iterable[str], exclude: Sequence[str] = ()) -> Dis
             continue
         fs, path = fsspec.core.url_to_fs(pattern)
         remote = "://" in pattern
-        finder = _Finder(fs, remote, [fsspec.core.url_to_fs(e)[1] for e in exclude])
+        finder = _Finder(fs, remote, fsspec.core.url_to_fs(output)[1] if output else None)
         if fs.isdir(path):
             matches = [(path, True)]
         elif any(c in path for c in "*?["):

@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass
 
 TEMP_DIR = "_temporary"
+# Everything a run (and its report) writes directly under OUTPUT; the rest of the folder is the user's.
+OWNED_NAMES = ("parquet", "tfrecord", "rejects", "stats", TEMP_DIR, "summary.json", "report.html")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
