@@ -41,6 +41,8 @@ class Reason:
     CAPTION_NOT_UTF8 = "caption_not_utf8"
     CAPTION_TOO_LONG = "caption_too_long"
     MISSING_KEY = "missing_key"
+    BAD_KEY = "bad_key"  # a key that is not text or an integer, or not valid UTF-8
+    CAPTION_NOT_TEXT = "caption_not_text"  # a caption that is a number, a list, ...
     BAD_MANIFEST_LINE = "bad_manifest_line"
     UNREADABLE_RECORD = "unreadable_record"  # a TFRecord whose framing is sound but is no tf.train.Example
     # read, from img2dataset's per-shard metadata: URLs it tried that never reached the shard
@@ -153,15 +155,27 @@ class Reject:
         return cls(record.key, record.shard, record.index, stage, reason, detail)
 
     def to_json_dict(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "shard": self.shard,
+        """The rejects file's object; text that is not valid UTF-8 (lone surrogates from hostile
+        input) is written with backslash escapes, so the file always encodes."""
+        out = {
+            "key": _writable(self.key),
+            "shard": _writable(self.shard),
             "index": self.index,
             "stage": self.stage,
             "reason": self.reason,
-            "detail": self.detail,
-            **({"url": self.url} if self.url is not None else {}),
+            "detail": _writable(self.detail),
         }
+        if self.url is not None:
+            out["url"] = _writable(self.url)
+        return out
+
+
+def _writable(text: str) -> str:
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @dataclass(frozen=True, eq=False)

@@ -5,6 +5,7 @@ which storage errors are worth a retry."""
 from __future__ import annotations
 
 import json
+import math
 import posixpath
 from collections.abc import Callable, Iterator
 
@@ -38,29 +39,78 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT_ERRORS)
 
 
+def _is_nan(value) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _surrogate_at(text: str) -> int | None:
+    """Position of the first lone surrogate (text that cannot be written as UTF-8), or None."""
+    try:
+        text.encode("utf-8")
+        return None
+    except UnicodeEncodeError as exc:
+        return exc.start
+
+
+def normalize_key(key) -> tuple[str, str]:
+    """(key as text, "") or ("", why it is not a key). Integers (and integral floats, as pandas stores
+    an integer column with gaps) become their decimal text; bytes must be UTF-8."""
+    if isinstance(key, bytes):
+        try:
+            key = key.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return "", f"key is not valid UTF-8 at byte {exc.start}"
+    if isinstance(key, bool) or not isinstance(key, str | int | float):
+        return "", f"key is a {type(key).__name__}, not text or an integer"
+    if isinstance(key, float):
+        if not key.is_integer():
+            return "", f"key is a non-integral number ({key!r})"
+        key = int(key)
+    key = str(key)
+    if (at := _surrogate_at(key)) is not None:
+        return "", f"key holds a lone surrogate at character {at} (not valid UTF-8)"
+    return key, ""
+
+
+def normalize_url(url) -> str | None:
+    """A URL is kept only as text that is valid UTF-8 (numbers, NaN and the like are dropped)."""
+    if isinstance(url, bytes):
+        url = url.decode("utf-8", "replace")
+    return url if isinstance(url, str) and url and _surrogate_at(url) is None else None
+
+
 def make_record(
-    key: str | None,
+    key,
     shard: str,
     index: int,
-    caption: str | bytes | None,
-    image: bytes | None,
-    url: str | None,
+    caption,
+    image,
+    url,
     cfg: ReadConfig,
     missing_image_detail: str = "",
 ) -> Item:
-    """Validate one raw record. The stored caption is stripped of surrounding whitespace; phrase
-    spans index the stored caption. Rejects carry the record's URL when the input names one."""
-    key = "" if key is None else str(key)
-    url = url if isinstance(url, str) else None
+    """Validate one raw record, whatever the types its source gave (documented coercions: integer keys
+    become text, a URL that is not text is dropped; everything else that is off is a reject with a
+    reason). The stored caption is stripped of surrounding whitespace; phrase spans index it. Rejects
+    carry the record's URL when the input names one."""
+    url = normalize_url(url)
+    missing_key = key is None or _is_nan(key) or key == ""
+    key, bad_key = ("", "") if missing_key else normalize_key(key)
 
     def reject(reason: str, detail: str) -> Reject:
         return Reject(key, shard, index, Stage.READ, reason, detail, url)
 
-    if not key:
+    if missing_key:
         return reject(Reason.MISSING_KEY, "record has no key")
+    if bad_key:
+        return reject(Reason.BAD_KEY, bad_key)
     if image is None:
         return reject(Reason.MISSING_IMAGE, missing_image_detail or "no image bytes")
-    if caption is None:
+    if isinstance(image, bytearray | memoryview):
+        image = bytes(image)
+    if not isinstance(image, bytes):
+        return reject(Reason.MISSING_IMAGE, f"the image is a {type(image).__name__}, not bytes")
+    if caption is None or _is_nan(caption):
         return reject(Reason.MISSING_CAPTION, "record has no caption")
     if isinstance(caption, bytes):
         try:
@@ -69,6 +119,10 @@ def make_record(
             return reject(
                 Reason.CAPTION_NOT_UTF8, f"invalid UTF-8 at byte {exc.start}: {caption[exc.start : exc.start + 4]!r}"
             )
+    if not isinstance(caption, str):
+        return reject(Reason.CAPTION_NOT_TEXT, f"caption is a {type(caption).__name__}, not text")
+    if (at := _surrogate_at(caption)) is not None:
+        return reject(Reason.CAPTION_NOT_UTF8, f"caption holds a lone surrogate at character {at}")
     caption = caption.strip()
     if not caption:
         return reject(Reason.EMPTY_CAPTION, "caption is empty or whitespace")
@@ -120,6 +174,6 @@ def group_to_item(key: str, files: dict[str, bytes], path: str, index: int, cfg:
     url = url_from_json(files.get("json"))
     detail = f"members found: {', '.join(sorted(files)) or 'none'}"
     caption = files.get("txt")
-    if caption is None and image is not None:
+    if caption is None and image is not None and not normalize_key(key)[1]:
         return Reject(key, path, index, Stage.READ, Reason.MISSING_CAPTION, f"no {key}.txt; {detail}", url)
     return make_record(key, path, index, caption, image, url, cfg, missing_image_detail=f"no image member; {detail}")

@@ -73,7 +73,7 @@ def metadata_rejects(
     time). Their ``index`` continues after the data file's records."""
     import pyarrow.parquet as pq
 
-    from vesl.io.readers.parquet import iter_row_batches
+    from vesl.io.readers.parquet import _text, iter_row_batches, text_as_bytes
 
     with fsspec.open(shard.metadata, "rb") as f:
         pf = pq.ParquetFile(f)
@@ -82,7 +82,7 @@ def metadata_rejects(
         index = start_index
         listed: set[str] = set()
         for batch in iter_row_batches(pf, columns, batch_rows):
-            values = batch.to_pydict()
+            values = {name: [_text(v) for v in column] for name, column in text_as_bytes(batch).items()}
             empty = [None] * batch.num_rows
             for key, url, status, error in zip(*(values.get(c, empty) for c in METADATA_COLUMNS)):
                 tally.metadata_rows += 1

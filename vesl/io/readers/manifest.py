@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import fsspec
 
 from vesl.config import ReadConfig
-from vesl.io.readers.base import Item, is_transient, make_record, shard_reject
+from vesl.io.readers.base import Item, is_transient, make_record, normalize_key, shard_reject
 from vesl.records import Reason, Reject, Stage
 
 
@@ -41,7 +41,9 @@ def read_manifest(path: str, cfg: ReadConfig) -> Iterator[Item]:
                 yield Reject("", path, index, Stage.READ, Reason.BAD_MANIFEST_LINE, f"line {index + 1}: {exc}")
                 continue
             image_path = _resolve_image_path(path, entry["image"])
-            key = entry.get("key") or posixpath.basename(entry["image"]).rsplit(".", 1)[0]
+            key = entry.get("key")
+            if key is None or key == "":
+                key = posixpath.basename(entry["image"]).rsplit(".", 1)[0]
             caption = entry.get("caption")
             if caption is None and isinstance(entry.get("captions"), list) and entry["captions"]:
                 caption = entry["captions"][0]
@@ -52,8 +54,6 @@ def read_manifest(path: str, cfg: ReadConfig) -> Iterator[Item]:
                 if is_transient(exc):
                     raise  # the shard is read again
                 detail = f"{image_path}: {type(exc).__name__}: {exc}"
-                yield Reject(str(key), path, index, Stage.READ, Reason.IMAGE_NOT_FOUND, detail)
+                yield Reject(normalize_key(key)[0], path, index, Stage.READ, Reason.IMAGE_NOT_FOUND, detail)
                 continue
-            yield make_record(
-                str(key), path, index, caption if isinstance(caption, str) else None, image, entry.get("url"), cfg
-            )
+            yield make_record(key, path, index, caption, image, entry.get("url"), cfg)

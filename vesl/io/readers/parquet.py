@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import fsspec
 
 from vesl.config import ReadConfig
-from vesl.io.readers.base import Item, damaged_shard, make_record
+from vesl.io.readers.base import Item, damaged_shard, make_record, normalize_url
 from vesl.io.readers.img2dataset import failed_download
 
 IMAGE_COLUMNS = ("jpg", "jpeg", "png", "webp", "image", "image_bytes", "img")
@@ -74,6 +74,25 @@ def iter_row_batches(pf, columns: list[str], batch_rows: int):
         yield from pf.iter_batches(batch_size=batch_rows, row_groups=[row_group], columns=columns)
 
 
+def text_as_bytes(batch) -> dict[str, list]:
+    """The batch as Python lists, string columns as bytes: one invalid UTF-8 value then costs only its
+    own row (pyarrow would fail the whole batch converting it to str)."""
+    import pyarrow as pa
+
+    columns = {}
+    for name, column in zip(batch.schema.names, batch.columns):
+        if pa.types.is_string(column.type):
+            column = column.view(pa.binary())
+        elif pa.types.is_large_string(column.type):
+            column = column.view(pa.large_binary())
+        columns[name] = column.to_pylist()
+    return columns
+
+
+def _text(value):
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
 def read_parquet(path: str, cfg: ReadConfig, batch_rows: int = 256) -> Iterator[Item]:
     import pyarrow.parquet as pq
 
@@ -91,17 +110,22 @@ def read_parquet(path: str, cfg: ReadConfig, batch_rows: int = 256) -> Iterator[
             stem = posixpath.basename(path).rsplit(".", 1)[0]
             no_image = "no image column (looked for " + ", ".join(IMAGE_COLUMNS) + " and Image structs)"
             for batch in iter_row_batches(pf, wanted, batch_rows):
-                columns = batch.to_pydict()
+                columns = text_as_bytes(batch)
                 empty = [None] * batch.num_rows
                 keys = columns[key_column] if key_column else empty
                 captions = columns[caption_column] if caption_column else empty
                 images = columns[image_column] if image_column else empty
-                urls, statuses, errors = (columns.get(c, empty) for c in ("url", "status", "error_message"))
+                urls = columns.get("url", empty)
+                statuses, errors = (map(_text, columns.get(c, empty)) for c in ("status", "error_message"))
                 for key, caption, cell, url, status, error in zip(keys, captions, images, urls, statuses, errors):
                     if key_column is None:
                         key = f"{stem}:{index}"  # no key column: position in the shard is the key
                     image, why = _image_bytes(cell)
-                    failed = failed_download(key, path, index, status, error, url) if image is None else None
+                    failed = (
+                        failed_download(_text(key), path, index, status, error, normalize_url(url))
+                        if image is None
+                        else None
+                    )
                     if failed is not None:
                         yield failed
                     else:
