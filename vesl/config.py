@@ -22,6 +22,8 @@ PHRASE_MODE_ALIASES = {"nltk": "cloc", "ngram": "ngrams"}
 @dataclass(frozen=True)
 class ReadConfig:
     max_caption_chars: int = 10_000  # longer captions are rejected (caption_too_long), not parsed
+    # Larger images (tar members, files, TFRecord records) are rejected unread (image_too_large).
+    max_image_bytes: int = 64 * 1024 * 1024
     # parquet / tfrecord input columns (features). None: the image is the first of jpg, jpeg, png, webp,
     # image, image_bytes, img, or a Hugging Face Image struct; the caption the first of caption, txt, text.
     image_column: str | None = None

@@ -37,6 +37,7 @@ def _optional_int(text: str) -> int | str:
 # (flag, section, field, type, help)
 _FIELDS: list[tuple[str, str, str, Any, str]] = [
     ("max_caption_chars", "read", "max_caption_chars", int, "reject captions longer than this"),
+    ("max_image_bytes", "read", "max_image_bytes", int, "reject larger images unread (bytes)"),
     ("image_column", "read", "image_column", str, "parquet/tfrecord input: image bytes column (default: auto)"),
     ("caption_column", "read", "caption_column", str, "parquet/tfrecord input: caption column (default: auto)"),
     ("caption", "caption", "enabled", parse_bool, "run the captioning stage (on in the cloc-full preset)"),

@@ -36,6 +36,8 @@ class Reason:
     TRUNCATED_SHARD = "truncated_shard"
     MISSING_IMAGE = "missing_image"
     IMAGE_NOT_FOUND = "image_not_found"
+    IMAGE_UNREACHABLE = "image_unreachable"  # storage kept failing (timeouts, 5xx) after the retries
+    IMAGE_TOO_LARGE = "image_too_large"  # over --max_image_bytes: never read into memory
     MISSING_CAPTION = "missing_caption"
     EMPTY_CAPTION = "empty_caption"
     CAPTION_NOT_UTF8 = "caption_not_utf8"

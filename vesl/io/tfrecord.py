@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import struct
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import google_crc32c
@@ -23,7 +24,22 @@ def masked_crc32c(data: bytes) -> int:
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
-def iter_tfrecords(stream: BinaryIO, verify_crc: bool = True, source: str = "<stream>") -> Iterator[bytes]:
+@dataclass(frozen=True)
+class SkippedRecord:
+    """A record longer than ``max_length``: its bytes were read past in chunks, never held."""
+
+    offset: int
+    length: int
+
+
+SKIP_CHUNK = 1 << 20
+
+
+def iter_tfrecords(
+    stream: BinaryIO, verify_crc: bool = True, source: str = "<stream>", max_length: int | None = None
+) -> Iterator[bytes | SkippedRecord]:
+    """The records of a TFRecord stream. With ``max_length``, a longer record (a huge image, or a
+    hostile length field) is skipped in 1 MiB chunks and yielded as a ``SkippedRecord``."""
     offset = 0
     while True:
         header = stream.read(12)
@@ -35,6 +51,16 @@ def iter_tfrecords(stream: BinaryIO, verify_crc: bool = True, source: str = "<st
         (length_crc,) = struct.unpack("<I", header[8:])
         if verify_crc and masked_crc32c(header[:8]) != length_crc:
             raise TFRecordError(f"{source}: bad length CRC at byte {offset}")
+        if max_length is not None and length > max_length:
+            left = length + 4
+            while left:
+                chunk = stream.read(min(left, SKIP_CHUNK))
+                if not chunk:
+                    raise TFRecordError(f"{source}: truncated record at byte {offset} (length field says {length})")
+                left -= len(chunk)
+            yield SkippedRecord(offset, length)
+            offset += 16 + length
+            continue
         data = stream.read(length)
         footer = stream.read(4)
         if len(data) < length or len(footer) < 4:

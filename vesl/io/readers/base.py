@@ -14,6 +14,12 @@ from vesl.records import ImageRecord, Reason, Reject, Stage
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "jxl", "avif", "image")
 SHARD_INDEX = -1  # Reject.index of a reject that concerns a whole shard
+# Caps on what is read into memory, checked before the bytes are read (sizes from tar headers,
+# listings, TFRecord length fields): an image is capped by ReadConfig.max_image_bytes, a caption by
+# max_caption_chars (at most 4 UTF-8 bytes a character, plus a BOM), metadata (KEY.json) by this.
+MAX_METADATA_BYTES = 1024 * 1024
+RETRY_ATTEMPTS = 4
+RETRY_BASE_DELAY_S = 0.5
 
 Item = ImageRecord | Reject
 # A format reader: (path, config) -> the shard's records and rejects, in a stable order.
@@ -28,6 +34,42 @@ try:  # gcsfs reports HTTP 5xx/429 as its own error type
     TRANSIENT_ERRORS += (_GcsHttpError,)
 except ImportError:  # pragma: no cover
     pass
+
+
+def member_limit(ext: str, cfg: ReadConfig) -> int:
+    """The most bytes a ``KEY.<ext>`` part may have before it is rejected unread."""
+    if ext in IMAGE_EXTENSIONS:
+        return cfg.max_image_bytes
+    if ext == "txt":
+        return caption_byte_limit(cfg)
+    return MAX_METADATA_BYTES
+
+
+def caption_byte_limit(cfg: ReadConfig) -> int:
+    return 4 * cfg.max_caption_chars + 3
+
+
+def record_byte_limit(cfg: ReadConfig) -> int:
+    """A whole record (a TFRecord Example): image, caption and metadata."""
+    return cfg.max_image_bytes + caption_byte_limit(cfg) + MAX_METADATA_BYTES
+
+
+def with_retries(fetch):
+    """``fetch()`` retried on transient storage errors with exponential backoff: (value, "") or, once
+    the attempts are spent, (None, why). Other errors propagate. A retry that concerns one record
+    retries that record only."""
+    import time
+
+    for attempt in range(RETRY_ATTEMPTS):
+        try:
+            return fetch(), ""
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            if attempt == RETRY_ATTEMPTS - 1:
+                return None, f"storage error persisted after {RETRY_ATTEMPTS} attempts ({type(exc).__name__}: {exc})"
+            time.sleep(RETRY_BASE_DELAY_S * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -110,6 +152,8 @@ def make_record(
         image = bytes(image)
     if not isinstance(image, bytes):
         return reject(Reason.MISSING_IMAGE, f"the image is a {type(image).__name__}, not bytes")
+    if len(image) > cfg.max_image_bytes:
+        return reject(Reason.IMAGE_TOO_LARGE, f"{len(image)} bytes > max_image_bytes {cfg.max_image_bytes}")
     if caption is None or _is_nan(caption):
         return reject(Reason.MISSING_CAPTION, "record has no caption")
     if isinstance(caption, bytes):
@@ -168,11 +212,25 @@ def url_from_json(raw: bytes | None) -> str | None:
     return url if isinstance(url, str) else None
 
 
-def group_to_item(key: str, files: dict[str, bytes], path: str, index: int, cfg: ReadConfig) -> Item:
-    """One record from its ``KEY.<ext>`` parts: an image, ``txt`` (caption), ``json`` (metadata)."""
+def group_to_item(
+    key: str, files: dict[str, bytes], path: str, index: int, cfg: ReadConfig, oversized: dict[str, int] | None = None
+) -> Item:
+    """One record from its ``KEY.<ext>`` parts: an image, ``txt`` (caption), ``json`` (metadata).
+    ``oversized``: parts over their cap (ext -> size), left unread."""
+    oversized = oversized or {}
     image = next((files[ext] for ext in IMAGE_EXTENSIONS if ext in files), None)
     url = url_from_json(files.get("json"))
-    detail = f"members found: {', '.join(sorted(files)) or 'none'}"
+    detail = f"members found: {', '.join(sorted({*files, *oversized})) or 'none'}"
+    if not normalize_key(key)[1]:  # a bad key is said first (by make_record)
+        big_image = next((ext for ext in IMAGE_EXTENSIONS if ext in oversized), None)
+        if image is None and big_image:
+            size = oversized[big_image]
+            text = f"{key}.{big_image}: {size} bytes > max_image_bytes {cfg.max_image_bytes} (not read)"
+            return Reject(key, path, index, Stage.READ, Reason.IMAGE_TOO_LARGE, text, url)
+        if "txt" in oversized:
+            size = oversized["txt"]
+            text = f"{key}.txt: {size} bytes > {caption_byte_limit(cfg)} (max_caption_chars {cfg.max_caption_chars}; not read)"
+            return Reject(key, path, index, Stage.READ, Reason.CAPTION_TOO_LONG, text, url)
     caption = files.get("txt")
     if caption is None and image is not None and not normalize_key(key)[1]:
         return Reject(key, path, index, Stage.READ, Reason.MISSING_CAPTION, f"no {key}.txt; {detail}", url)

@@ -1,6 +1,7 @@
 """JSON-lines manifests for a user's own folder: one ``{"key", "image", "caption"}`` object a line;
 ``image`` is a path relative to the manifest (or absolute, or a URL fsspec opens). Streamed: one line
-and its image in memory at a time."""
+and its image in memory at a time; an image over ``max_image_bytes`` is not read past the cap, and
+one that storage keeps failing on (after retries) costs its record only."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Iterator
 import fsspec
 
 from vesl.config import ReadConfig
-from vesl.io.readers.base import Item, is_transient, make_record, normalize_key, shard_reject
+from vesl.io.readers.base import Item, is_transient, make_record, normalize_key, shard_reject, with_retries
 from vesl.records import Reason, Reject, Stage
 
 
@@ -19,6 +20,16 @@ def _resolve_image_path(manifest: str, image: str) -> str:
     if "://" in image or image.startswith("/"):
         return image
     return posixpath.join(posixpath.dirname(manifest), image)
+
+
+TOO_LARGE = object()
+
+
+def _read_capped(path: str, limit: int):
+    """The file's bytes, or ``TOO_LARGE`` after reading at most ``limit + 1`` of them."""
+    with fsspec.open(path, "rb") as f:
+        data = f.read(limit + 1)
+    return TOO_LARGE if len(data) > limit else data
 
 
 def read_manifest(path: str, cfg: ReadConfig) -> Iterator[Item]:
@@ -48,12 +59,14 @@ def read_manifest(path: str, cfg: ReadConfig) -> Iterator[Item]:
             if caption is None and isinstance(entry.get("captions"), list) and entry["captions"]:
                 caption = entry["captions"][0]
             try:
-                with fsspec.open(image_path, "rb") as image_file:
-                    image = image_file.read()
+                image, unreachable = with_retries(lambda p=image_path: _read_capped(p, cfg.max_image_bytes))
             except Exception as exc:
-                if is_transient(exc):
-                    raise  # the shard is read again
                 detail = f"{image_path}: {type(exc).__name__}: {exc}"
                 yield Reject(normalize_key(key)[0], path, index, Stage.READ, Reason.IMAGE_NOT_FOUND, detail)
+                continue
+            if unreachable or image is TOO_LARGE:
+                reason = Reason.IMAGE_UNREACHABLE if unreachable else Reason.IMAGE_TOO_LARGE
+                detail = unreachable or f"more than max_image_bytes {cfg.max_image_bytes} bytes (not read)"
+                yield Reject(normalize_key(key)[0], path, index, Stage.READ, reason, f"{image_path}: {detail}")
                 continue
             yield make_record(key, path, index, caption, image, entry.get("url"), cfg)

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 import fsspec
 
 from vesl.config import ReadConfig
-from vesl.io.readers.base import Item, damaged_shard, make_record
+from vesl.io.readers.base import Item, damaged_shard, make_record, record_byte_limit
 from vesl.io.readers.parquet import CAPTION_COLUMNS, IMAGE_COLUMNS, KEY_COLUMNS
 from vesl.io.tfexample import decode_example
-from vesl.io.tfrecord import iter_tfrecords
+from vesl.io.tfrecord import SkippedRecord, iter_tfrecords
 from vesl.records import Reason, Reject, Stage
 
 
@@ -41,7 +41,15 @@ def read_tfrecord(path: str, cfg: ReadConfig) -> Iterator[Item]:
     try:
         with fsspec.open(path, "rb") as raw:
             stream = gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
-            for data in iter_tfrecords(stream, source=path):
+            for data in iter_tfrecords(stream, source=path, max_length=record_byte_limit(cfg)):
+                if isinstance(data, SkippedRecord):
+                    detail = (
+                        f"record {index} of {data.length} bytes (at byte {data.offset}) > {record_byte_limit(cfg)}"
+                        f" (max_image_bytes {cfg.max_image_bytes} + caption and metadata); not read"
+                    )
+                    yield Reject("", path, index, Stage.READ, Reason.IMAGE_TOO_LARGE, detail)
+                    index += 1
+                    continue
                 try:
                     features = decode_example(data)
                 except Exception as exc:  # protobuf's DecodeError: a sound frame around other bytes

@@ -1,6 +1,7 @@
 """webdataset tar shards (``.tar``, ``.tar.gz``, ``.tgz``) as img2dataset writes them: members
 ``KEY.jpg|png|webp|...``, ``KEY.txt`` (caption) and ``KEY.json`` (metadata, optional, gives ``url``),
-adjacent in the tar. Streamed: one record's members in memory at a time. A tar that ends early yields
+adjacent in the tar. Streamed: one record's members in memory at a time; a member over its cap (``member_limit``) is
+skipped unread. A tar that ends early yields
 the records before the damage and one ``truncated_shard`` reject for the record it cut."""
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from collections.abc import Iterator
 import fsspec
 
 from vesl.config import ReadConfig
-from vesl.io.readers.base import Item, damaged_shard, group_to_item, split_name
+from vesl.io.readers.base import Item, damaged_shard, group_to_item, member_limit, split_name
 
 
 def read_webdataset(path: str, cfg: ReadConfig) -> Iterator[Item]:
     index = 0
     key: str | None = None
     files: dict[str, bytes] = {}
+    oversized: dict[str, int] = {}
     try:
         with fsspec.open(path, "rb", compression="infer") as f, tarfile.open(fileobj=f, mode="r|") as tar:
             for member in tar:
@@ -25,10 +27,13 @@ def read_webdataset(path: str, cfg: ReadConfig) -> Iterator[Item]:
                     continue
                 member_key, ext = split_name(member.name)
                 if key is not None and member_key != key:
-                    yield group_to_item(key, files, path, index, cfg)
+                    yield group_to_item(key, files, path, index, cfg, oversized)
                     index += 1
-                    files = {}
+                    files, oversized = {}, {}
                 key = member_key
+                if member.size > member_limit(ext, cfg):
+                    oversized[ext] = member.size  # skipped unread: the tar stream reads past it in blocks
+                    continue
                 handle = tar.extractfile(member)
                 data = handle.read() if handle is not None else b""
                 if len(data) != member.size:
@@ -38,4 +43,4 @@ def read_webdataset(path: str, cfg: ReadConfig) -> Iterator[Item]:
         yield damaged_shard(path, exc, index, f"shard ends inside record {key!r}", key or "", key is not None)
         return
     if key is not None:
-        yield group_to_item(key, files, path, index, cfg)
+        yield group_to_item(key, files, path, index, cfg, oversized)
