@@ -68,6 +68,25 @@ def describe_inputs(shards: list[InputShard]) -> str:
     return text
 
 
+def check_output(output: str) -> None:
+    """``--output`` must be a folder VESL can write: checked by writing (and removing) a probe file,
+    before any work, so a run never fails on its output after the expensive stages."""
+    import uuid
+
+    try:
+        fs, root = fsspec.core.url_to_fs(output)
+        if fs.exists(root) and not fs.isdir(root):
+            raise UsageError(f"--output {output!r} is a file, not a folder")
+        probe = f"{root.rstrip('/')}/.vesl-write-probe-{uuid.uuid4().hex[:12]}"
+        fs.makedirs(root, exist_ok=True)
+        fs.pipe_file(probe, b"")
+        fs.rm_file(probe)
+    except UsageError:
+        raise
+    except Exception as exc:
+        raise UsageError(f"--output {output!r} is not writable ({type(exc).__name__}: {exc})") from None
+
+
 @dataclass(frozen=True)
 class RunPlan:
     """Which input shards this run processes, and which earlier runs committed (kept as they are)."""
@@ -145,6 +164,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         weights = "not checked (dry run)"
     else:
         shards = expand_inputs(vesl_options.input, vesl_options.output)
+        check_output(vesl_options.output)
         print(f"vesl: input: {describe_inputs(shards)}", file=sys.stderr)
         weights = preflight(config.detect.checkpoint)
     captioner = config.caption.describe()

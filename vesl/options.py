@@ -38,7 +38,13 @@ def _optional_int(text: str) -> int | str:
 _FIELDS: list[tuple[str, str, str, Any, str]] = [
     ("max_caption_chars", "read", "max_caption_chars", int, "reject captions longer than this"),
     ("max_image_bytes", "read", "max_image_bytes", int, "reject larger images unread (bytes)"),
-    ("image_column", "read", "image_column", str, "parquet/tfrecord input: image bytes column (default: auto)"),
+    (
+        "image_column",
+        "read",
+        "image_column",
+        str,
+        "image bytes column (parquet/tfrecord) or extension (tar/files); default: auto",
+    ),
     ("caption_column", "read", "caption_column", str, "parquet/tfrecord input: caption column (default: auto)"),
     ("caption", "caption", "enabled", parse_bool, "run the captioning stage (on in the cloc-full preset)"),
     ("captioner_checkpoint", "caption", "checkpoint", str, "image-to-text checkpoint: HF id, folder or gs://"),

@@ -35,6 +35,7 @@ class Reason:
     UNREADABLE_SHARD = "unreadable_shard"
     TRUNCATED_SHARD = "truncated_shard"
     MISSING_IMAGE = "missing_image"
+    AMBIGUOUS_IMAGE = "ambiguous_image"  # KEY.jpg and KEY.png (say which with --image_column)
     IMAGE_NOT_FOUND = "image_not_found"
     IMAGE_UNREACHABLE = "image_unreachable"  # storage kept failing (timeouts, 5xx) after the retries
     IMAGE_TOO_LARGE = "image_too_large"  # over --max_image_bytes: never read into memory

@@ -132,3 +132,14 @@ def test_inputs_vesl_cannot_read_are_one_line_usage_errors(tmp_path, tiny_checkp
     assert main(vesl_args(tmp_path / "notes" / "a.txt", tmp_path / "out", tiny_checkpoint)) == 2
     assert "a.txt: not a format VESL reads" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_output_problems_are_found_before_any_work(tmp_path, tiny_checkpoint, capsys):
+    (tmp_path / "a-file").write_text("x")
+    for output, message in (
+        (tmp_path / "a-file", "is a file, not a folder"),
+        (tmp_path / "a-file" / "below", "is not writable (NotADirectoryError"),
+    ):
+        assert main(vesl_args(IMG2DATASET / "webdataset", output, tiny_checkpoint)) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("vesl: error: --output") and message in err[0], err

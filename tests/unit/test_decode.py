@@ -7,7 +7,7 @@ import pytest
 
 from tests import images
 from vesl.records import Reason
-from vesl.vision.decode import ImageDecodeError, decode_image
+from vesl.vision.decode import ImageDecodeError, decode_image, probe_image
 
 LIMIT = 89_478_485
 
@@ -81,3 +81,34 @@ def test_bad_bytes_raise_with_a_reason(data, reason):
 def test_pixel_limit_is_configurable():
     with pytest.raises(ImageDecodeError, match="1200 pixels > limit 1000"):
         decode_image(images.grayscale_png(), max_pixels=1000)
+
+
+def test_pixel_limit_can_be_raised_above_pillows_own():
+    """Pillow refuses images over 2 x 89,478,485 pixels by itself; VESL's limit is the only one."""
+    big = images.bomb_png(side=14_000)  # 196M pixels, over Pillow's 178,956,970
+    header = probe_image(big, max_pixels=200_000_000)
+    assert (header.width, header.height) == (14_000, 14_000)
+    with pytest.raises(ImageDecodeError) as info:
+        probe_image(big, max_pixels=100_000_000)
+    assert info.value.reason == Reason.TOO_MANY_PIXELS
+    assert info.value.detail == "14000x14000 = 196000000 pixels > limit 100000000"  # VESL's number
+
+
+@pytest.mark.parametrize(
+    ("data", "kind"),
+    [
+        (b"root:x:0:0:root:/root:/bin/bash\n", "text"),
+        (b"<!DOCTYPE html><html><body>secret</body></html>", "HTML"),
+        (b"%PDF-1.7 secret", "PDF"),
+        (b"PK\x03\x04secret", "ZIP archive"),
+        (b"\x1f\x8bsecret", "gzip data"),
+        (b'{"token": "secret"}', "JSON"),
+        (bytes(range(256)), "binary data"),
+    ],
+)
+def test_not_an_image_says_what_was_found_never_the_content(data, kind):
+    with pytest.raises(ImageDecodeError) as info:
+        decode_image(data, LIMIT)
+    assert info.value.reason == Reason.NOT_AN_IMAGE
+    assert info.value.detail == f"{len(data)} bytes, not an image (looks like {kind})"
+    assert "secret" not in info.value.detail and "root" not in info.value.detail

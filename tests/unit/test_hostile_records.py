@@ -148,3 +148,20 @@ def test_manifest_values_of_the_wrong_type(tmp_path):
     ]
     assert items[0].url is None and items[1].key == "5"
     writes_cleanly(items[0])
+
+
+def test_two_images_for_one_key_is_never_a_silent_choice(tmp_path):
+    import tarfile as tf
+
+    path = tmp_path / "two.tar"
+    with tf.open(path, "w") as tar:
+        import io
+
+        for name, data in (("k.jpg", b"corrupt"), ("k.png", IMAGE), ("k.txt", b"a rocket")):
+            info = tf.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    (item,) = read_shard(str(path), CFG)
+    assert item.reason == Reason.AMBIGUOUS_IMAGE and "jpg, png" in item.detail
+    (chosen,) = read_shard(str(path), ReadConfig(image_column="png"))  # the user says which
+    assert isinstance(chosen, ImageRecord) and chosen.image_bytes == IMAGE

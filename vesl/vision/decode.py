@@ -23,9 +23,41 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vesl.records import Reason
 
-# VESL checks the pixel count itself (max_pixels); Pillow's own check still raises beyond twice its
-# limit, which is reported as too_many_pixels too.
+# VESL checks the pixel count itself (max_pixels, from the header, before any pixel is decoded), so
+# Pillow's own, lower limit is switched off: --max_image_pixels may be raised above it.
 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+Image.MAX_IMAGE_PIXELS = None
+
+# Leading bytes -> what a file that is not an image looks like (a reject says this, never the content).
+_SIGNATURES = (
+    (b"%PDF", "PDF"),
+    (b"PK\x03\x04", "ZIP archive"),
+    (b"\x1f\x8b", "gzip data"),
+    (b"BZh", "bzip2 data"),
+    (b"\xfd7zXZ", "xz data"),
+    (b"\x7fELF", "ELF executable"),
+)
+
+
+def describe_bytes(data: bytes) -> str:
+    """A name for what ``data`` looks like, from its signature: never any of its content."""
+    head = data[:512]
+    for signature, kind in _SIGNATURES:
+        if head.startswith(signature):
+            return kind
+    try:
+        text = head.decode("utf-8").lstrip("\ufeff \t\r\n").lower()
+    except UnicodeDecodeError:
+        return "binary data"
+    if not text.isprintable() and any(c not in "\t\r\n" and not c.isprintable() for c in text):
+        return "binary data"
+    if text.startswith(("<!doctype html", "<html", "<head", "<body")):
+        return "HTML"
+    if text.startswith(("<?xml", "<svg")):
+        return "XML/SVG"
+    if text.startswith(("{", "[")):
+        return "JSON"
+    return "text"
 
 
 class ImageDecodeError(ValueError):
@@ -53,7 +85,7 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
         raise ImageDecodeError(Reason.TOO_MANY_PIXELS, str(exc)) from None
     except UnidentifiedImageError:
         raise ImageDecodeError(
-            Reason.NOT_AN_IMAGE, f"{len(data)} bytes not recognised as an image (starts {data[:8]!r})"
+            Reason.NOT_AN_IMAGE, f"{len(data)} bytes, not an image (looks like {describe_bytes(data)})"
         ) from None
     except Exception as exc:  # Pillow raises many types on malformed headers
         raise ImageDecodeError(Reason.CORRUPT_IMAGE, f"{type(exc).__name__}: {exc}") from None

@@ -218,11 +218,17 @@ def group_to_item(
     """One record from its ``KEY.<ext>`` parts: an image, ``txt`` (caption), ``json`` (metadata).
     ``oversized``: parts over their cap (ext -> size), left unread."""
     oversized = oversized or {}
-    image = next((files[ext] for ext in IMAGE_EXTENSIONS if ext in files), None)
+    images = [ext for ext in IMAGE_EXTENSIONS if ext in files or ext in oversized]
+    if cfg.image_column:  # the user named the member to use (webdataset/files: its extension)
+        images = [ext for ext in images if ext == cfg.image_column.lower()]
+    elif len(images) > 1 and not normalize_key(key)[1]:
+        detail = f"{key} has {len(images)} images ({', '.join(images)}); --image_column names the one to use"
+        return Reject(key, path, index, Stage.READ, Reason.AMBIGUOUS_IMAGE, detail, url_from_json(files.get("json")))
+    image = files.get(images[0]) if images else None
     url = url_from_json(files.get("json"))
     detail = f"members found: {', '.join(sorted({*files, *oversized})) or 'none'}"
     if not normalize_key(key)[1]:  # a bad key is said first (by make_record)
-        big_image = next((ext for ext in IMAGE_EXTENSIONS if ext in oversized), None)
+        big_image = next((ext for ext in images if ext in oversized), None)
         if image is None and big_image:
             size = oversized[big_image]
             text = f"{key}.{big_image}: {size} bytes > max_image_bytes {cfg.max_image_bytes} (not read)"
