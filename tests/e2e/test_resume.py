@@ -148,3 +148,28 @@ def test_overwrite_redoes_committed_shards(inputs, tiny_checkpoint, clean):
     after = {p.name: p.stat().st_mtime_ns for p in (out / "stats").glob("*.json")}
     assert after.keys() == before.keys() and all(after[k] > before[k] for k in before)
     assert snapshot(out) == clean
+
+
+def tfrecord_keys(out: Path) -> list[str]:
+    from vesl.io.tfexample import decode_example
+    from vesl.io.tfrecord import read_tfrecord_file
+    from vesl.schema import TFKeys
+
+    return sorted(
+        decode_example(record)[TFKeys.KEY][1][0].decode()
+        for f in (out / "tfrecord").glob("*.tfrecord")
+        for record in read_tfrecord_file(str(f))
+    )
+
+
+def test_resume_without_parquet_still_deduplicates_committed_keys(inputs, tiny_checkpoint, clean):
+    """Deterministic: commit shard 0 alone, then run the whole input set (shard 2 repeats s0-0)."""
+    out = inputs.parent / "tfrecord-only"
+    only_tfrecord = ("--runner", "FnApiRunner", "--write_parquet", "false")
+    first_shard_only = argv(inputs, out, tiny_checkpoint, *only_tfrecord)
+    first_shard_only[1] = str(inputs / "part-00000.tar")
+    run(first_shard_only)
+    summary = run(argv(inputs, out, tiny_checkpoint, *only_tfrecord))
+    keys = tfrecord_keys(out)
+    assert len(keys) == len(set(keys)) == clean["counts"]["written"]
+    assert summary["counts"]["rejected_by_stage"]["dedup"] == {"duplicate_key": 1}

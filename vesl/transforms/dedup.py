@@ -39,8 +39,8 @@ class KeepFirstFn(beam.DoFn):
 
 
 class ReadCommittedKeysFn(beam.DoFn):
-    """Keys that reached the dedup stage in a committed shard: its written rows and its rejects from
-    any stage after reading."""
+    """Keys that reached the dedup stage in a committed shard: its written rows (from its Parquet file,
+    or its TFRecord file when no Parquet was written) and its rejects from any stage after reading."""
 
     def __init__(self, layout: OutputLayout):
         self.layout = layout
@@ -52,12 +52,21 @@ class ReadCommittedKeysFn(beam.DoFn):
         with open_stats(self.layout, shard_id) as f:
             stats = json.load(f)
         shard = stats["input"]
-        parquet = stats["files"].get("parquet")
+        parquet, tfrecord = stats["files"].get("parquet"), stats["files"].get("tfrecord")
         if parquet:
             with fsspec.open(parquet, "rb") as f:
                 table = pq.read_table(f, columns=["key", "source_index"])
             for key, index in zip(table.column("key").to_pylist(), table.column("source_index").to_pylist()):
                 yield key, ("ghost", shard, index, None)
+        elif tfrecord:  # a run with --write_parquet false: the same keys, from its Examples
+            from vesl.io.tfexample import decode_example
+            from vesl.io.tfrecord import read_tfrecord_file
+            from vesl.schema import TFKeys
+
+            for record in read_tfrecord_file(tfrecord):
+                features = decode_example(record)
+                key = features[TFKeys.KEY][1][0].decode("utf-8")
+                yield key, ("ghost", shard, int(features[TFKeys.SOURCE_INDEX][1][0]), None)
         with fsspec.open(stats["files"]["rejects"], "r") as f:
             for line in f:
                 reject = json.loads(line)
