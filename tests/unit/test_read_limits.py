@@ -14,7 +14,6 @@ import pytest
 
 from tests.conftest import PHOTOS
 from vesl.config import ReadConfig
-from vesl.io import readers
 from vesl.io.readers import base, read_shard
 from vesl.io.tfexample import encode_example
 from vesl.io.tfrecord import frame_record, masked_crc32c
@@ -162,7 +161,6 @@ class Timeouts:
 @pytest.fixture
 def no_backoff(monkeypatch):
     monkeypatch.setattr(base, "RETRY_BASE_DELAY_S", 0.0)
-    monkeypatch.setattr(readers, "RETRY_BASE_DELAY_S", 0.0)
     Timeouts.register()
 
 

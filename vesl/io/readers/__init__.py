@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 
 from vesl.config import ReadConfig
+from vesl.io.readers import base
 from vesl.io.readers.base import SHARD_INDEX, Item, Reader, is_transient, make_record, shard_reject
 from vesl.io.readers.files import read_files
 from vesl.io.readers.img2dataset import with_img2dataset_accounting
@@ -48,9 +49,6 @@ SUFFIXES: dict[str, tuple[str, ...]] = {
     InputFormat.MANIFEST: (".jsonl", ".json"),
 }
 
-RETRY_ATTEMPTS = 4
-RETRY_BASE_DELAY_S = 0.5
-
 
 def format_from_name(path: str) -> str | None:
     name = path.lower().rstrip("/")
@@ -67,13 +65,15 @@ def as_input_shard(shard: InputShard | str) -> InputShard | None:
 def read_shard(
     shard: InputShard | str,
     cfg: ReadConfig,
-    attempts: int = RETRY_ATTEMPTS,
-    base_delay_s: float = RETRY_BASE_DELAY_S,
+    attempts: int | None = None,
+    base_delay_s: float | None = None,
 ) -> Iterator[Item | SourceCheck]:
     """Records and rejects of one shard, in order (then its ``SourceCheck`` when it has img2dataset
     sidecars). A bare path is read as the format its name says. Transient storage errors restart the
     read with exponential backoff, skipping what was already yielded; after ``attempts`` the rest of
     the shard is rejected in one ``unreadable_shard`` reject saying so."""
+    attempts = base.RETRY_ATTEMPTS if attempts is None else attempts
+    base_delay_s = base.RETRY_BASE_DELAY_S if base_delay_s is None else base_delay_s
     spec = as_input_shard(shard)
     if spec is None:
         yield shard_reject(str(shard), None, "unknown shard format (expected .tar, .parquet, .tfrecord or .jsonl)")

@@ -20,8 +20,8 @@ from collections.abc import Iterable, Iterator
 
 import fsspec
 
-from vesl.io.readers.base import SHARD_INDEX, Item, is_transient
-from vesl.records import ImageRecord, InputShard, Reason, Reject, SourceCheck, Stage
+from vesl.io.readers.base import SHARD_INDEX, Item, is_transient, normalize_url
+from vesl.records import InputShard, Reason, Reject, SourceCheck, Stage
 
 SUCCESS = "success"
 FAILED_STATUSES = (Reason.FAILED_TO_DOWNLOAD, Reason.FAILED_TO_RESIZE)
@@ -30,13 +30,14 @@ STATS_FIELDS = ("count", "successes", "failed_to_download", "failed_to_resize")
 
 
 def failed_download(key: str, shard: str, index: int, status: str | None, error: str | None, url) -> Reject | None:
-    """The reject for a URL img2dataset tried and could not store; None if ``status`` is not a failure."""
-    if status not in FAILED_STATUSES:
+    """The reject for a URL img2dataset tried and could not store; None when there is no status (not
+    img2dataset's data) or it is ``success``. A status other than img2dataset's two failures counts
+    as ``failed_to_download``."""
+    if status is None or status == SUCCESS:
         return None
-    url = url if isinstance(url, str) else None
-    return Reject(
-        str(key or ""), shard, index, Stage.READ, status, f"img2dataset {status}: {error or 'no message'}", url
-    )
+    reason = status if status in FAILED_STATUSES else Reason.FAILED_TO_DOWNLOAD
+    detail = f"img2dataset {status}: {error or 'no message'}"
+    return Reject(str(key or ""), shard, index, Stage.READ, reason, detail, normalize_url(url))
 
 
 class ShardTally:
@@ -49,7 +50,6 @@ class ShardTally:
         self.missing = 0  # marked success, absent from the data file
         self.shard_errors = 0  # shard-level rejects (the data file could not be read)
         self.metadata_rows = 0
-        self.metadata_successes = 0
         self.not_in_metadata = 0
 
     def observe(self, item: Item) -> Item:
@@ -73,7 +73,7 @@ def metadata_rejects(
     time). Their ``index`` continues after the data file's records."""
     import pyarrow.parquet as pq
 
-    from vesl.io.readers.parquet import _text, iter_row_batches, text_as_bytes
+    from vesl.io.readers.parquet import as_text, iter_row_batches, text_as_bytes
 
     with fsspec.open(shard.metadata, "rb") as f:
         pf = pq.ParquetFile(f)
@@ -82,28 +82,19 @@ def metadata_rejects(
         index = start_index
         listed: set[str] = set()
         for batch in iter_row_batches(pf, columns, batch_rows):
-            values = {name: [_text(v) for v in column] for name, column in text_as_bytes(batch).items()}
+            values = {name: [as_text(v) for v in column] for name, column in text_as_bytes(batch).items()}
             empty = [None] * batch.num_rows
             for key, url, status, error in zip(*(values.get(c, empty) for c in METADATA_COLUMNS)):
                 tally.metadata_rows += 1
                 key = "" if key is None else str(key)
                 listed.add(key)
                 if status == SUCCESS:
-                    tally.metadata_successes += 1
                     if key in tally.keys:
                         continue
                     detail = "img2dataset's metadata lists this URL as downloaded, but the shard has no such record"
                     reject = Reject(key, shard.path, index, Stage.READ, Reason.MISSING_FROM_SHARD, detail, url)
                 else:
-                    reject = failed_download(key, shard.path, index, status, error, url) or Reject(
-                        key,
-                        shard.path,
-                        index,
-                        Stage.READ,
-                        Reason.FAILED_TO_DOWNLOAD,
-                        f"img2dataset status {status!r}: {error or 'no message'}",
-                        url if isinstance(url, str) else None,
-                    )
+                    reject = failed_download(key, shard.path, index, status or "no status", error, url)
                 index += 1
                 yield tally.observe(reject)
     tally.not_in_metadata = len(tally.keys - listed)
@@ -158,7 +149,7 @@ def with_img2dataset_accounting(shard: InputShard, data: Iterable[Item]) -> Iter
     tally = ShardTally()
     last_index = -1
     for item in data:
-        if isinstance(item, ImageRecord | Reject) and item.index != SHARD_INDEX:
+        if item.index != SHARD_INDEX:
             last_index = max(last_index, item.index)
         yield tally.observe(item)
     separate_metadata = shard.metadata is not None and shard.metadata != shard.path

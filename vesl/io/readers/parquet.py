@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import fsspec
 
 from vesl.config import ReadConfig
-from vesl.io.readers.base import Item, damaged_shard, make_record, normalize_url
+from vesl.io.readers.base import Item, damaged_shard, make_record
 from vesl.io.readers.img2dataset import failed_download
 
 IMAGE_COLUMNS = ("jpg", "jpeg", "png", "webp", "image", "image_bytes", "img")
@@ -89,7 +89,8 @@ def text_as_bytes(batch) -> dict[str, list]:
     return columns
 
 
-def _text(value):
+def as_text(value):
+    """Bytes (a string column read as binary) as text, bad UTF-8 replaced; other values as they are."""
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
@@ -116,16 +117,12 @@ def read_parquet(path: str, cfg: ReadConfig, batch_rows: int = 256) -> Iterator[
                 captions = columns[caption_column] if caption_column else empty
                 images = columns[image_column] if image_column else empty
                 urls = columns.get("url", empty)
-                statuses, errors = (map(_text, columns.get(c, empty)) for c in ("status", "error_message"))
+                statuses, errors = (map(as_text, columns.get(c, empty)) for c in ("status", "error_message"))
                 for key, caption, cell, url, status, error in zip(keys, captions, images, urls, statuses, errors):
                     if key_column is None:
                         key = f"{stem}:{index}"  # no key column: position in the shard is the key
                     image, why = _image_bytes(cell)
-                    failed = (
-                        failed_download(_text(key), path, index, status, error, normalize_url(url))
-                        if image is None
-                        else None
-                    )
+                    failed = failed_download(as_text(key), path, index, status, error, url) if image is None else None
                     if failed is not None:
                         yield failed
                     else:

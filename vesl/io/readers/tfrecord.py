@@ -19,12 +19,12 @@ from vesl.io.tfrecord import SkippedRecord, iter_tfrecords
 from vesl.records import Reason, Reject, Stage
 
 
-def _first_bytes(features: dict, names) -> tuple[str | None, bytes | None]:
+def _first_bytes(features: dict, names) -> bytes | None:
     for name in names:
         kind, values = features.get(name, (None, None))
         if kind == "bytes" and values:
-            return name, values[0]
-    return None, None
+            return values[0]
+    return None
 
 
 def _text(features: dict, name: str) -> str | None:
@@ -59,9 +59,9 @@ def read_tfrecord(path: str, cfg: ReadConfig) -> Iterator[Item]:
                     continue
                 key = next((k for k in (_text(features, name) for name in KEY_COLUMNS) if k), None)
                 image_names = (cfg.image_column,) if cfg.image_column else IMAGE_COLUMNS
-                _, image = _first_bytes(features, image_names)
+                image = _first_bytes(features, image_names)
                 caption_names = (cfg.caption_column,) if cfg.caption_column else CAPTION_COLUMNS
-                _, caption = _first_bytes(features, caption_names)
+                caption = _first_bytes(features, caption_names)
                 detail = (
                     f"no image feature (looked for {', '.join(image_names)}); features: {', '.join(sorted(features))}"
                 )
