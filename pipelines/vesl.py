@@ -15,7 +15,7 @@ import shutil
 import sys
 import tempfile
 from collections import Counter
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from vesl.config import VeslConfig
 from vesl.io.inputs import InputError, discover_inputs
 from vesl.io.layout import OutputLayout, shard_output_id
+from vesl.io.lease import LeaseHeld, LeaseLost, OutputLease
 from vesl.io.readers import as_input_shard
 from vesl.models.checkpoint import CheckpointError, preflight
 from vesl.options import VeslOptions, config_from_options
@@ -95,29 +96,76 @@ class RunPlan:
     committed: dict[str, dict]  # shard id -> counts, for shards of this input set already committed
 
 
-def plan_run(shards: list[InputShard], layout: OutputLayout, config: VeslConfig, overwrite: bool) -> RunPlan:
+def committed_ids(layout: OutputLayout) -> set[str]:
+    """Shard ids with a stats file in the folder: committed by any run, whatever its input."""
     fs, root = fsspec.core.url_to_fs(layout.root)
     stats_dir = f"{root.rstrip('/')}/stats"
     suffix = layout.suffix("stats")
-    existing = {
-        p.rsplit("/", 1)[-1][: -len(suffix)]
-        for p in (fs.ls(stats_dir, detail=False) if fs.isdir(stats_dir) else [])
-        if p.endswith(suffix)
-    }
+    listed = fs.ls(stats_dir, detail=False) if fs.isdir(stats_dir) else []
+    return {p.rsplit("/", 1)[-1][: -len(suffix)] for p in listed if p.endswith(suffix)}
+
+
+def folder_digests(layout: OutputLayout, shard_ids: set[str]) -> dict[str, str]:
+    """Config digest -> one committed shard made with it. From ``_config.json`` when the folder has
+    one; a folder written before VESL kept it is judged by every stats file (read once)."""
+    fs, _ = fsspec.core.url_to_fs(layout.root)
+    if not shard_ids:
+        return {}
+    try:
+        with fsspec.open(layout.folder_config_path, "r") as f:
+            return {json.load(f)["config_digest"]: layout.folder_config_path}
+    except FileNotFoundError:
+        pass
+    paths = [layout.path("stats", shard_id) for shard_id in sorted(shard_ids)]
+    digests: dict[str, str] = {}
+    for path, blob in fs.cat([fsspec.core.url_to_fs(p)[1] for p in paths]).items():
+        digests.setdefault(json.loads(blob).get("provenance", {}).get("config_digest"), path)
+    return digests
+
+
+def plan_run(shards: list[InputShard], layout: OutputLayout, config: VeslConfig, overwrite: bool) -> RunPlan:
+    """Decide what to do, under the folder's lease. One folder holds shards of one configuration:
+    a run with another one is refused (with ``--overwrite`` only when every committed shard of the
+    folder is one this run redoes); ``--overwrite`` uncommits this input's shards first, so a run
+    that dies midway leaves no shard of the old configuration behind a new ``_config.json``."""
+    fs, _ = fsspec.core.url_to_fs(layout.root)
+    existing = committed_ids(layout)
     ids = {shard_output_id(shard.path): shard for shard in shards}
-    done = sorted(set(ids) & existing) if not overwrite else []
+    mine = config.digest()
+    others = {d: where for d, where in folder_digests(layout, existing).items() if d != mine}
+    outside = sorted(existing - set(ids))
+    if others and (not overwrite or outside):
+        digest, where = next(iter(others.items()))
+        remedy = (
+            f"{len(outside)} of them are not in this run's input, so --overwrite cannot redo them; write elsewhere"
+            if overwrite
+            else "pass --overwrite to redo them (only when this input covers them all), or write elsewhere"
+        )
+        raise UsageError(
+            f"{layout.root!r} holds {len(existing)} committed shards made with another configuration "
+            f"(config digest {digest}, this run {mine}; see {where}); {remedy}"
+        )
+    if overwrite:
+        stale = [fsspec.core.url_to_fs(layout.path("stats", i))[1] for i in sorted(set(ids) & existing)]
+        if stale:
+            fs.rm(stale)
+        done: list[str] = []
+    else:
+        done = sorted(set(ids) & existing)
     committed: dict[str, dict] = {}
     if done:
-        paths = [f"{stats_dir}/{shard_id}{suffix}" for shard_id in done]
+        paths = [fsspec.core.url_to_fs(layout.path("stats", shard_id))[1] for shard_id in done]
         for path, blob in fs.cat(paths).items():
             stats = json.loads(blob)
             digest = stats.get("provenance", {}).get("config_digest")
-            if digest != config.digest():
+            if digest != mine:
                 raise UsageError(
                     f"{layout.root!r} holds shards made with another configuration (config digest {digest}, "
-                    f"this run {config.digest()}: {path}); pass --overwrite to redo them, or write elsewhere"
+                    f"this run {mine}: {path}); pass --overwrite to redo them, or write elsewhere"
                 )
             committed[stats["shard_id"]] = stats["counts"]
+    with fsspec.open(layout.folder_config_path, "w") as f:
+        json.dump({"config_digest": mine, "config": config.to_dict()}, f, indent=2, sort_keys=True)
     return RunPlan([ids[i] for i in sorted(ids) if i not in committed], committed)
 
 
@@ -173,7 +221,57 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     provenance = Provenance.for_run(
         config.preset, config.detect.checkpoint, config.detect.image_size, weights, config.digest(), captioner
     )
-    layout = output_layout(config, vesl_options.output)
+    pipeline = test_pipeline or beam.Pipeline(options=options)
+    local = runner in LOCAL_RUNNERS or test_pipeline is not None
+    if dry_run:
+        return launch(pipeline, options, config, shards, provenance, None, local)
+    lease = OutputLease(vesl_options.output)
+    try:
+        lease.acquire(config.digest(), take_over=vesl_options.take_over_lease)
+    except LeaseHeld as exc:
+        raise UsageError(str(exc)) from None
+    submitted = False
+    try:
+        clear_temporary(output_layout(config, vesl_options.output))  # the folder is ours: leftovers are dead runs'
+        with lease.heartbeat():
+            try:
+                summary = launch(pipeline, options, config, shards, provenance, lease, local)
+            except Exception as exc:
+                if LeaseLost.__name__ in str(exc):  # a worker's commit fence stopped the run
+                    lease.lost = lease.lost or "the lease was taken over by another run"
+                    raise LeaseLost(f"{vesl_options.output!r}: {lease.lost}; this run stopped committing") from None
+                raise
+        submitted = bool(summary.get("submitted"))
+    finally:
+        if submitted:
+            lease.mark_submitted(summary.get("job_id"))
+        else:
+            lease.release()
+    if lease.lost:
+        raise LeaseLost(f"{vesl_options.output!r}: {lease.lost} while this run was working; check its shards")
+    return summary
+
+
+def clear_temporary(layout: OutputLayout) -> None:
+    fs, _ = fsspec.core.url_to_fs(layout.root)
+    if fs.exists(layout.temp_parent):
+        fs.rm(layout.temp_parent, recursive=True)
+
+
+def launch(
+    pipeline: beam.Pipeline,
+    options: PipelineOptions,
+    config: VeslConfig,
+    shards: list[InputShard],
+    provenance: Provenance,
+    lease: OutputLease | None,
+    local: bool,
+) -> dict[str, Any]:
+    """Plan (under ``lease``), build, run and wait; None for ``lease`` means a dry run."""
+    vesl_options = options.view_as(VeslOptions)
+    dry_run = lease is None
+    run_id = lease.held.run_id if lease is not None and lease.held else ""
+    layout = output_layout(config, vesl_options.output, run_id)
     plan = RunPlan(shards, {}) if dry_run else plan_run(shards, layout, config, vesl_options.overwrite)
     if plan.committed:
         logging.getLogger("vesl").warning(
@@ -182,8 +280,6 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             len(shards),
             vesl_options.output,
         )
-    pipeline = test_pipeline or beam.Pipeline(options=options)
-    local = runner in LOCAL_RUNNERS or test_pipeline is not None
     show_progress = local and not dry_run and vesl_options.wait and wants_progress(vesl_options.progress)
     progress_dir = tempfile.mkdtemp(prefix="vesl-progress-") if show_progress else None
     build_pipeline(
@@ -195,6 +291,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         plan.committed,
         detect_accelerator=vesl_options.detect_accelerator,
         progress_dir=progress_dir,
+        run_id=run_id,
+        release_lease=not vesl_options.wait,
     )
     monitor = ProgressMonitor(progress_dir, len(plan.to_process)) if progress_dir else nullcontext()
     try:
@@ -209,9 +307,12 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     finally:
         if progress_dir:
             shutil.rmtree(progress_dir, ignore_errors=True)
-    fs, _ = fsspec.core.url_to_fs(layout.root)
-    if fs.exists(layout.temp_root):
-        fs.rm(layout.temp_root, recursive=True)
+        if not dry_run and vesl_options.wait:
+            fs, _ = fsspec.core.url_to_fs(layout.root)
+            if fs.exists(layout.temp_root):
+                fs.rm(layout.temp_root, recursive=True)
+            with suppress(OSError):  # only when no other run's folder is left in it
+                fs.rmdir(layout.temp_parent)
     with fsspec.open(layout.summary_path, "r") as f:
         return json.load(f)
 
@@ -305,6 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, CheckpointError) as exc:
         print(f"vesl: error: {exc}", file=sys.stderr)
         return 2
+    except LeaseLost as exc:  # another run took the folder: this one stopped, its committed shards stand
+        print(f"vesl: error: {exc}", file=sys.stderr)
+        return 1
     if summary.get("submitted"):
         print(f"vesl: submitted job {summary['job_id']}; its outputs and summary.json will be in {summary['output']}")
         return 0

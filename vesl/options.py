@@ -140,6 +140,15 @@ class VeslOptions(PipelineOptions):
             help="exit 0 even when the run writes no record (by default a run that writes nothing fails)",
         )
         parser.add_argument(
+            "--take_over_lease",
+            type=parse_bool,
+            nargs="?",
+            const=True,
+            default=False,
+            help="take --output from the run that holds it even if it looks alive (a submitted job "
+            "known to be gone); a dead or silent run's lease is taken over without it",
+        )
+        parser.add_argument(
             "--progress",
             choices=("auto", "true", "false"),
             default="auto",

@@ -28,8 +28,8 @@ from vesl.transforms.read import ReadShards
 from vesl.transforms.write import WriteShardOutputs
 
 
-def output_layout(config: VeslConfig, output: str) -> OutputLayout:
-    return OutputLayout(output, tfrecord_gzip=config.write.tfrecord_compression == "gzip")
+def output_layout(config: VeslConfig, output: str, run_id: str = "") -> OutputLayout:
+    return OutputLayout(output, tfrecord_gzip=config.write.tfrecord_compression == "gzip", run_id=run_id)
 
 
 def summary_header(config: VeslConfig, provenance: Provenance, layout: OutputLayout, n_shards: int) -> dict:
@@ -61,13 +61,18 @@ def build_pipeline(
     committed: dict[str, dict] | None = None,
     detect_accelerator: str | None = None,
     progress_dir: str | None = None,
+    run_id: str = "",
+    release_lease: bool = False,
 ) -> dict[str, beam.PCollection]:
     """``shards``: the input shards this run processes (``vesl.io.inputs``). ``committed``: shard id -> counts of shards
     of the same input set committed by earlier runs (kept as they are, counted in the summary).
     ``detect_accelerator``: a Beam accelerator resource hint for the detection stage alone.
-    ``progress_dir``: a local folder where workers leave progress counts (``vesl.progress``)."""
+    ``progress_dir``: a local folder where workers leave progress counts (``vesl.progress``).
+    ``run_id``: the id of the output lease this run holds (``vesl.io.lease``): it names the run's
+    temporary folder and every shard commit first checks the lease still names it. ``release_lease``:
+    the job's last step gives the lease back (a job submitted without a waiting launcher)."""
     committed = committed or {}
-    layout = output_layout(config, output)
+    layout = output_layout(config, output, run_id)
     inputs = p | "ListShards" >> beam.Create(list(shards))
     read = inputs | "ReadShards" >> ReadShards(config.read, progress_dir)
     unique = read[RECORDS] | "DropDuplicateKeys" >> DropDuplicateKeys(layout, tuple(sorted(committed)))
@@ -100,6 +105,13 @@ def build_pipeline(
     ) | "AllEvents" >> beam.Flatten()
     header = summary_header(config, provenance, layout, len(shards) + len(committed))
     summary = (labeled[RECORDS], rejects, events, inputs) | "WriteShardOutputs" >> WriteShardOutputs(
-        config.write, layout, provenance, config.to_json(), header, list(committed.values()), progress_dir
+        config.write,
+        layout,
+        provenance,
+        config.to_json(),
+        header,
+        list(committed.values()),
+        progress_dir,
+        release_lease,
     )
     return {"labeled": labeled[RECORDS], "rejects": rejects, "events": events, "summary": summary}

@@ -132,8 +132,10 @@ def test_killed_run_resumes_to_the_clean_result(inputs, tiny_checkpoint, clean):
     committed = list((out / "stats").glob("*.json"))
     assert 1 <= len(committed) < N_SHARDS + 1, "the kill should leave some shards committed and some not"
     assert not (out / "summary.json").exists()
+    assert (out / "_lease.json").exists()  # the killed run's lease: its process is gone, so it is stale
 
     summary = run(argv(inputs, out, tiny_checkpoint, "--runner", "FnApiRunner"))
+    assert not (out / "_lease.json").exists() and not (out / "_temporary").exists()
     again = snapshot(out)
     assert summary["counts"] == clean["counts"]
     assert again == clean  # same rows, rejects, counts and shards as the clean run: nothing lost or doubled

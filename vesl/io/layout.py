@@ -5,7 +5,9 @@
     OUTPUT/rejects/SHARD.jsonl         one JSON object per rejected record of that shard
     OUTPUT/stats/SHARD.json            the shard's counts; written last: its presence commits the shard
     OUTPUT/summary.json                counts of every committed shard of the run, config, provenance
-    OUTPUT/_temporary/                 files being written (removed when a run succeeds)
+    OUTPUT/_config.json                the configuration every committed shard of the folder was made with
+    OUTPUT/_lease.json                 the run that owns the folder now (``vesl.io.lease``)
+    OUTPUT/_temporary/RUN_ID/          files being written by run RUN_ID (removed when it ends)
 
 SHARD is ``shard_output_id(input path)``: the input file's name without extensions plus a hash of the
 full path, so it is the same in every run and two inputs never collide. A rerun into the same OUTPUT
@@ -20,8 +22,20 @@ import re
 from dataclasses import dataclass
 
 TEMP_DIR = "_temporary"
+FOLDER_CONFIG = "_config.json"
 # Everything a run (and its report) writes directly under OUTPUT; the rest of the folder is the user's.
-OWNED_NAMES = ("parquet", "tfrecord", "rejects", "stats", TEMP_DIR, "summary.json", "report.html")
+OWNED_NAMES = (
+    "parquet",
+    "tfrecord",
+    "rejects",
+    "stats",
+    TEMP_DIR,
+    "summary.json",
+    "report.html",
+    FOLDER_CONFIG,
+    "_lease.json",
+    "_lease.json.lock",
+)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -39,6 +53,7 @@ def shard_output_id(path: str) -> str:
 class OutputLayout:
     root: str
     tfrecord_gzip: bool = False
+    run_id: str = ""  # names this run's own temporary folder, so two runs never share one
 
     def _join(self, *parts: str) -> str:
         return posixpath.join(self.root.rstrip("/"), *parts)
@@ -61,12 +76,20 @@ class OutputLayout:
         return self._join(fmt, "*" + self.suffix(fmt))
 
     def temp_dir(self, fmt: str) -> str:
-        """Where Beam's file sinks write before renaming (removed after a successful run)."""
-        return self._join(TEMP_DIR, fmt)
+        """Where Beam's file sinks write before renaming (removed when the run ends)."""
+        return posixpath.join(self.temp_root, fmt)
 
     @property
     def temp_root(self) -> str:
+        return self._join(TEMP_DIR, self.run_id) if self.run_id else self._join(TEMP_DIR)
+
+    @property
+    def temp_parent(self) -> str:
         return self._join(TEMP_DIR)
+
+    @property
+    def folder_config_path(self) -> str:
+        return self._join(FOLDER_CONFIG)
 
     @property
     def summary_path(self) -> str:

@@ -26,6 +26,7 @@ from vesl import progress
 from vesl.accounting import Tally
 from vesl.config import WriteConfig
 from vesl.io.layout import OutputLayout, shard_output_id
+from vesl.io.lease import check_holder, release_if_held
 from vesl.io.tfexample import encode_example
 from vesl.io.tfrecord import frame_record
 from vesl.schema import Provenance, parquet_schema, to_parquet_row, to_tf_features
@@ -116,6 +117,16 @@ def write_atomically(path: str, text: str) -> None:
     FileSystems.rename([temp], [path])
 
 
+def finish_run(layout: OutputLayout) -> bool:
+    """Remove this run's temporary folder and give the output lease back (if still this run's)."""
+    import fsspec
+
+    fs, _ = fsspec.core.url_to_fs(layout.root)
+    if fs.exists(layout.temp_root):
+        fs.rm(layout.temp_root, recursive=True)
+    return release_if_held(layout.root, layout.run_id)
+
+
 class CommitShardFn(beam.DoFn):
     """Once every file of a shard is in place, write its stats file (the commit) and pass its tally on."""
 
@@ -144,6 +155,8 @@ class CommitShardFn(beam.DoFn):
             files[fmt] = path
         # Fault injection for the kill-and-rerun test: hold each commit so the run can be killed midway.
         time.sleep(float(os.environ.get("VESL_TEST_COMMIT_DELAY_S", "0")))
+        if self.layout.run_id:  # the fence: a run whose lease was taken over commits nothing more
+            check_holder(self.layout.root, self.layout.run_id)
         inputs = sorted(set(grouped["input"]), key=lambda shard: shard.path)
         source = inputs[0] if inputs else None
         stats = {
@@ -201,8 +214,10 @@ class WriteShardOutputs(beam.PTransform):
         summary_header: dict[str, Any],
         previous: Sequence[dict[str, Any]] = (),
         progress_dir: str | None = None,
+        release_lease: bool = False,
     ):
         super().__init__()
+        self.release_lease = release_lease
         self.config = config
         self.layout = layout
         self.provenance = provenance
@@ -252,13 +267,16 @@ class WriteShardOutputs(beam.PTransform):
         )
         previous = [Tally.from_dict(p) for p in self.previous]
         summary_header = self.summary_header
-        return (
+        summary = (
             (committed, committed.pipeline | "PreviousShards" >> beam.Create(previous))
             | "AllShards" >> beam.Flatten()
             | "MergeShardCounts" >> beam.CombineGlobally(MergeTalliesFn())
             | "ToSummaryJson" >> beam.Map(lambda counts: json.dumps({**summary_header, "counts": counts}, indent=2))
             | "WriteSummary" >> beam.io.WriteToText(layout.summary_path, num_shards=1, shard_name_template="")
         )
+        if self.release_lease and layout.run_id:  # no launcher waits: the job cleans up after itself
+            summary | "FinishRun" >> beam.Map(lambda _: finish_run(layout))
+        return summary
 
     def _write(self, fmt: str, sink: fileio.FileSink) -> beam.PTransform:
         # max_writers_per_bundle=0 sends every record through WriteToFiles' grouped path, so each
