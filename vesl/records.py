@@ -48,6 +48,7 @@ class Reason:
     CAPTION_NOT_TEXT = "caption_not_text"  # a caption that is a number, a list, ...
     BAD_MANIFEST_LINE = "bad_manifest_line"
     UNREADABLE_RECORD = "unreadable_record"  # a TFRecord whose framing is sound but is no tf.train.Example
+    ROW_GROUP_TOO_LARGE = "row_group_too_large"  # a Parquet row group too big to read in bounded memory
     # read, from img2dataset's per-shard metadata: URLs it tried that never reached the shard
     FAILED_TO_DOWNLOAD = "failed_to_download"  # img2dataset's status strings, kept as they are
     FAILED_TO_RESIZE = "failed_to_resize"

@@ -65,3 +65,36 @@ def test_hostile_values_are_rejected_one_by_one(tmp_path, tiny_checkpoint):
     assert sorted((r["key"], r["url"]) for r in rows) == [("1", None), ("m-url", None), ("t-ok", None)]
     rejects = [json.loads(line) for p in (out / "rejects").glob("*.jsonl") for line in p.open(encoding="utf-8")]
     assert len(rejects) == 7 and all(r["detail"] for r in rejects)
+
+
+MEMORY_CASES = (
+    "tar_gz_1gib_member",
+    "tar_1gib_caption",
+    "manifest_1gib_image",
+    "manifest_1gib_line",
+    "files_1gib_image",
+    "tfrecord_1gib_record",
+    "parquet_huge_row_group",
+)
+
+
+def test_a_whole_run_over_1_gib_members_images_records_and_row_groups_stays_under_1_gb(tmp_path, tiny_checkpoint):
+    """The real command line, in its own process, over every 1 GiB case of bench.hostile_inputs at
+    once: each oversized thing is rejected unread and the run's peak RSS (torch, spaCy and the
+    model included, ~0.7 GB for a one-image run) stays under 1 GB."""
+    from bench.hostile_inputs import CASES, base_argv, build_in_fresh_process, run_cli
+
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    for case in (c for c in CASES if c.name in MEMORY_CASES):
+        (inputs / case.name).mkdir(parents=True)
+        build_in_fresh_process(case, inputs / case.name)
+    outcome = run_cli(base_argv(inputs, out, tiny_checkpoint))
+    assert outcome["exit"] == 0, outcome
+    assert outcome["peak_rss_mb"] < 1000, outcome
+    counts = json.loads((out / "summary.json").read_text())["counts"]
+    # Every case has one good record keyed "ok": 1 written, 5 duplicates.
+    assert counts["balanced"] and counts["written"] == 1
+    assert counts["rejected_by_stage"] == {
+        "read": {"image_too_large": 4, "caption_too_long": 1, "row_group_too_large": 2, "bad_manifest_line": 1},
+        "dedup": {"duplicate_key": len(MEMORY_CASES) - 1},
+    }

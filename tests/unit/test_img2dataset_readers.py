@@ -201,11 +201,18 @@ def test_tfrecord_damage(tmp_path):
     cut = list(read_shard(tfrecord_shard(tmp_path, data[: len(data) * 2 // 3]), CFG))
     assert [type(i) for i in cut[:-1]] == [ImageRecord] * (len(cut) - 1)
     assert cut[-1].reason == Reason.TRUNCATED_SHARD and "earlier records were read" in cut[-1].detail
-    # a flipped byte in the first record's data: its CRC fails, nothing before it to keep
+    # a flipped byte in the first record's data: its CRC fails inside a sound frame, so that record
+    # alone is lost and the three after it are read
     flipped = bytearray(data)
     flipped[40] ^= 0xFF
+    bad, *rest = read_shard(tfrecord_shard(tmp_path, bytes(flipped)), CFG)
+    assert bad.reason == Reason.UNREADABLE_RECORD and "fails its data CRC" in bad.detail and bad.index == 0
+    assert [i.key for i in rest] == [i.key for i in whole[1:]] and [i.index for i in rest] == [1, 2, 3]
+    # a flipped byte in a length field: the framing itself is gone from there on
+    flipped = bytearray(data)
+    flipped[2] ^= 0xFF
     (bad,) = read_shard(tfrecord_shard(tmp_path, bytes(flipped)), CFG)
-    assert bad.reason == Reason.UNREADABLE_SHARD and "CRC" in bad.detail
+    assert bad.reason == Reason.UNREADABLE_SHARD and "length CRC" in bad.detail
     # a sound frame around bytes that are no Example: that record only
     items = list(read_shard(tfrecord_shard(tmp_path, frame_record(b"\xff\xff\xff") + data), CFG))
     assert items[0].reason == Reason.UNREADABLE_RECORD and [i.key for i in items[1:]] == [i.key for i in whole]

@@ -300,3 +300,12 @@ def test_lease_over_gcs_store_refuses_a_second_run():
     with pytest.raises(LeaseHeld):
         OutputLease("gs://b/out", store=GcsLeaseStore("gs://b/out/_lease.json", client=client)).acquire("a")
     assert first.release() and client.the_bucket.objects == {}
+
+
+def test_each_run_writes_its_temporary_files_in_its_own_folder():
+    from vesl.io.layout import OutputLayout
+
+    a, b = OutputLayout("gs://b/out", run_id="run-a"), OutputLayout("gs://b/out", run_id="run-b")
+    assert a.temp_dir("parquet") == "gs://b/out/_temporary/run-a/parquet"
+    assert a.temp_parent == b.temp_parent == "gs://b/out/_temporary"
+    assert not b.temp_root.startswith(a.temp_root)

@@ -11,7 +11,10 @@ import tarfile
 import tracemalloc
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from bench.hostile_inputs import add_member
 from tests.conftest import PHOTOS
 from vesl.config import ReadConfig
 from vesl.io.readers import base, read_shard
@@ -27,28 +30,6 @@ def outcomes(items) -> list[tuple[str, str]]:
     return [(i.key, "record" if isinstance(i, ImageRecord) else i.reason) for i in items]
 
 
-class Zeros(io.RawIOBase):
-    """``size`` zero bytes, produced on demand (a 1 GiB member without 1 GiB anywhere)."""
-
-    def __init__(self, size: int):
-        self.left = size
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        n = min(len(buffer), self.left)
-        buffer[:n] = bytes(n)
-        self.left -= n
-        return n
-
-
-def add(tar, name: str, data: bytes | None = None, size: int | None = None) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data) if data is not None else size
-    tar.addfile(info, io.BytesIO(data) if data is not None else io.BufferedReader(Zeros(size)))
-
-
 def peak_mb(fn) -> tuple[object, float]:
     """fn()'s result and the peak of Python allocations while it ran (bytes read are Python objects)."""
     tracemalloc.start()
@@ -62,14 +43,14 @@ def peak_mb(fn) -> tuple[object, float]:
 def test_tar_members_over_the_caps_are_skipped_unread(tmp_path):
     path = tmp_path / "big.tar.gz"
     with gzip.open(path, "wb", compresslevel=1) as gz, tarfile.open(fileobj=gz, mode="w|") as tar:
-        add(tar, "a.jpg", IMAGE)
-        add(tar, "a.txt", b"a rocket")
-        add(tar, "huge.jpg", size=256 * 1024 * 1024)  # compresses to ~250 KB
-        add(tar, "huge.txt", b"a big zero")
-        add(tar, "longcap.jpg", IMAGE)
-        add(tar, "longcap.txt", b"x" * 10_000)
-        add(tar, "b.jpg", IMAGE)
-        add(tar, "b.txt", b"a second rocket")
+        add_member(tar, "a.jpg", IMAGE)
+        add_member(tar, "a.txt", b"a rocket")
+        add_member(tar, "huge.jpg", size=256 * 1024 * 1024)  # compresses to ~250 KB
+        add_member(tar, "huge.txt", b"a big zero")
+        add_member(tar, "longcap.jpg", IMAGE)
+        add_member(tar, "longcap.txt", b"x" * 10_000)
+        add_member(tar, "b.jpg", IMAGE)
+        add_member(tar, "b.txt", b"a second rocket")
     assert path.stat().st_size < 2 * 1024 * 1024
     items, peak = peak_mb(lambda: list(read_shard(str(path), CAP)))
     assert outcomes(items) == [
@@ -109,6 +90,64 @@ def test_tfrecord_record_over_the_cap_is_skipped(tmp_path):
     path.write_bytes(frame_record(small) + header + struct.pack("<I", masked_crc32c(header)) + b"xx")
     tail = list(read_shard(InputShard(str(path), "tfrecord"), CAP))
     assert outcomes(tail)[0] == ("s", "record") and tail[-1].reason in (Reason.IMAGE_TOO_LARGE, Reason.TRUNCATED_SHARD)
+
+
+def test_parquet_row_group_too_big_to_read_is_rejected_row_by_row_unread(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    limit = base.row_group_byte_limit(CAP)  # 4 x (64 KiB image + caption + metadata allowance)
+    huge_caption = "x" * (limit + 1)  # one row, but its column chunk alone is over the limit
+    path = tmp_path / "p.parquet"
+    schema = pa.schema([("key", pa.string()), ("caption", pa.string()), ("jpg", pa.binary())])
+    with pq.ParquetWriter(path, schema) as writer:
+        writer.write_table(pa.table({"key": ["a", "b"], "caption": ["a rocket", "b"], "jpg": [IMAGE, IMAGE]}, schema))
+        writer.write_table(
+            pa.table({"key": ["h1", "h2"], "caption": [huge_caption, "c"], "jpg": [IMAGE, IMAGE]}, schema)
+        )
+        writer.write_table(pa.table({"key": ["z"], "caption": ["last"], "jpg": [IMAGE]}, schema))
+    assert pq.ParquetFile(path).num_row_groups == 3
+    items, peak = peak_mb(lambda: list(read_shard(str(path), CAP)))
+    assert outcomes(items) == [
+        ("a", "record"),
+        ("b", "record"),
+        ("h1", Reason.ROW_GROUP_TOO_LARGE),
+        ("h2", Reason.ROW_GROUP_TOO_LARGE),
+        ("z", "record"),
+    ]
+    assert [i.index for i in items] == [0, 1, 2, 3, 4]
+    assert "parquet row group 1 holds" in items[2].detail and f"over the {limit}" in items[2].detail
+    assert peak < limit / 2**20  # the oversized group was never decoded
+    # Just under the limit it is read as usual.
+    roomy = ReadConfig(max_image_bytes=CAP.max_image_bytes * 2, max_caption_chars=CAP.max_caption_chars)
+    assert outcomes(read_shard(str(path), roomy))[2] == ("h1", Reason.CAPTION_TOO_LONG)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 40), st.booleans()), max_size=12),
+    st.integers(1, 30),
+    st.integers(1, 17),
+)
+def test_capped_lines_equal_plain_lines_with_long_ones_as_lengths(shape, limit, chunk):
+    content = b"".join(b"x" * n + (b"\n" if newline else b"") for n, newline in shape)
+    expected = [line if len(line) <= limit else len(line) for line in content.splitlines(keepends=True)]
+    assert list(base.iter_capped_lines(io.BytesIO(content), limit, chunk)) == expected
+
+
+def test_a_manifest_line_of_256_mib_is_not_held(tmp_path):
+    (tmp_path / "ok.jpg").write_bytes(IMAGE)
+    path = tmp_path / "m.jsonl"
+    with open(path, "wb") as f:
+        f.write(json.dumps({"key": "ok", "image": "ok.jpg", "caption": "a rocket"}).encode() + b"\n")
+        f.write(b'{"key": "huge", "image": "ok.jpg", "caption": "')
+        f.truncate(f.tell() + 256 * 1024 * 1024)  # a caption of NUL bytes, on no disk
+        f.seek(0, 2)
+        f.write(b'"}\n' + json.dumps({"key": "after", "image": "ok.jpg", "caption": "a rocket"}).encode())
+    items, peak = peak_mb(lambda: list(read_shard(str(path), CAP)))
+    assert outcomes(items) == [("ok", "record"), ("", Reason.BAD_MANIFEST_LINE), ("after", "record")]
+    assert "line 2: 268435" in items[1].detail and "not parsed" in items[1].detail
+    assert peak < 16
 
 
 def test_files_shard_checks_sizes_from_the_listing(tmp_path):

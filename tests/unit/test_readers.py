@@ -78,6 +78,22 @@ def test_truncated_tar_keeps_earlier_records_and_rejects_the_cut_one(tmp_path, p
     assert reject.reason == Reason.TRUNCATED_SHARD and reject.index == len(photo_samples) - 1
 
 
+@pytest.mark.parametrize("cut", ["before_header", "inside_header"])
+def test_tar_cut_between_members_is_truncated_not_a_quiet_end(tmp_path, photo_samples, cut):
+    """Python's tarfile ends quietly where a file was cut at a member boundary; the missing
+    end-of-archive marker says the shard was cut, so the record at the cut is not passed on as whole."""
+    path = tmp_path / "t.tar"
+    write_webdataset(str(path), photo_samples)
+    with tarfile.open(path) as tar:
+        members = tar.getmembers()
+    caption = next(m for m in members if m.name == f"{photo_samples[1].key}.txt")
+    end = caption.offset + (0 if cut == "before_header" else 100)  # the image stays, its caption is lost
+    path.write_bytes(path.read_bytes()[:end])
+    items = list(read_shard(str(path), CFG))
+    assert [getattr(i, "reason", "record") for i in items] == ["record", Reason.TRUNCATED_SHARD]
+    assert items[1].key == photo_samples[1].key and "end-of-archive marker" in items[1].detail
+
+
 @pytest.mark.parametrize("content", [b"", b"this is not a tar file at all" * 40])
 def test_unreadable_shards_yield_one_shard_reject(tmp_path, content):
     path = tmp_path / "bad.tar"

@@ -32,14 +32,29 @@ class SkippedRecord:
     length: int
 
 
+@dataclass(frozen=True)
+class CorruptRecord:
+    """A record whose data fails its CRC inside a sound frame (the length's CRC held): the damage is
+    that record's own, and the records after it are read as usual."""
+
+    offset: int
+    length: int
+
+
 SKIP_CHUNK = 1 << 20
 
 
 def iter_tfrecords(
-    stream: BinaryIO, verify_crc: bool = True, source: str = "<stream>", max_length: int | None = None
-) -> Iterator[bytes | SkippedRecord]:
+    stream: BinaryIO,
+    verify_crc: bool = True,
+    source: str = "<stream>",
+    max_length: int | None = None,
+    corrupt_records: bool = False,
+) -> Iterator[bytes | SkippedRecord | CorruptRecord]:
     """The records of a TFRecord stream. With ``max_length``, a longer record (a huge image, or a
-    hostile length field) is skipped in 1 MiB chunks and yielded as a ``SkippedRecord``."""
+    hostile length field) is skipped in 1 MiB chunks and yielded as a ``SkippedRecord``. With
+    ``corrupt_records``, a record whose data fails its CRC comes as a ``CorruptRecord`` and reading
+    goes on (as TensorFlow, the default raises)."""
     offset = 0
     while True:
         header = stream.read(12)
@@ -66,9 +81,12 @@ def iter_tfrecords(
         if len(data) < length or len(footer) < 4:
             raise TFRecordError(f"{source}: truncated record at byte {offset}")
         if verify_crc and masked_crc32c(data) != struct.unpack("<I", footer)[0]:
-            raise TFRecordError(f"{source}: bad data CRC at byte {offset}")
+            if not corrupt_records:
+                raise TFRecordError(f"{source}: bad data CRC at byte {offset}")
+            yield CorruptRecord(offset, length)
+        else:
+            yield data
         offset += 16 + length
-        yield data
 
 
 def read_tfrecord_file(path: str, verify_crc: bool = True) -> Iterator[bytes]:

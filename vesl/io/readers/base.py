@@ -54,6 +54,48 @@ def record_byte_limit(cfg: ReadConfig) -> int:
     return cfg.max_image_bytes + caption_byte_limit(cfg) + MAX_METADATA_BYTES
 
 
+def row_group_byte_limit(cfg: ReadConfig) -> int:
+    """The most uncompressed bytes VESL reads of one Parquet row group (the columns it uses): pyarrow
+    holds a whole column chunk, about twice its size at peak, so this bounds a reader's memory."""
+    return 4 * record_byte_limit(cfg)
+
+
+def iter_capped_lines(f, limit: int, chunk: int = 1 << 20) -> Iterator[bytes | int]:
+    """The lines of binary file ``f`` (newline kept), each at most ``limit`` bytes; a longer line
+    comes as its length (an int) and is never held whole. Memory: ``limit + chunk`` bytes. (Plain
+    iteration reads a line whole, and a 1 GiB file without a newline is one line; fsspec's remote
+    files have no ``readline(size)``.)"""
+    buffer, skipped = b"", 0  # skipped > 0: inside a line over the limit, that many bytes seen
+    while True:
+        block = f.read(chunk)
+        if not block:
+            if skipped:
+                yield skipped + len(buffer)
+            elif buffer:
+                yield buffer if len(buffer) <= limit else len(buffer)
+            return
+        buffer += block
+        start = 0
+        while (end := buffer.find(b"\n", start)) >= 0:
+            size = end + 1 - start
+            if skipped:
+                yield skipped + size
+                skipped = 0
+            elif size > limit:
+                yield size
+            else:
+                yield buffer[start : end + 1]
+            start = end + 1
+        buffer = buffer[start:]
+        if skipped or len(buffer) > limit:
+            skipped, buffer = skipped + len(buffer), b""
+
+
+def manifest_line_limit(cfg: ReadConfig) -> int:
+    """A manifest line holds a caption and a little metadata (key, image path, url)."""
+    return caption_byte_limit(cfg) + MAX_METADATA_BYTES
+
+
 def with_retries(fetch):
     """``fetch()`` retried on transient storage errors with exponential backoff: (value, "") or, once
     the attempts are spent, (None, why). Other errors propagate. A retry that concerns one record

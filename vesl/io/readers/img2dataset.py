@@ -81,7 +81,7 @@ def metadata_rejects(
         columns = [c for c in METADATA_COLUMNS if c in names]
         index = start_index
         listed: set[str] = set()
-        for batch in iter_row_batches(pf, columns, batch_rows):
+        for _, batch in iter_row_batches(pf, columns, batch_rows):
             values = {name: [as_text(v) for v in column] for name, column in text_as_bytes(batch).items()}
             empty = [None] * batch.num_rows
             for key, url, status, error in zip(*(values.get(c, empty) for c in METADATA_COLUMNS)):

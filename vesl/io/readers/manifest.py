@@ -12,7 +12,16 @@ from collections.abc import Iterator
 import fsspec
 
 from vesl.config import ReadConfig
-from vesl.io.readers.base import Item, is_transient, make_record, normalize_key, shard_reject, with_retries
+from vesl.io.readers.base import (
+    Item,
+    is_transient,
+    iter_capped_lines,
+    make_record,
+    manifest_line_limit,
+    normalize_key,
+    shard_reject,
+    with_retries,
+)
 from vesl.records import Reason, Reject, Stage
 
 
@@ -40,8 +49,13 @@ def read_manifest(path: str, cfg: ReadConfig) -> Iterator[Item]:
             raise
         yield shard_reject(path, exc)
         return
+    limit = manifest_line_limit(cfg)
     with f:
-        for index, raw_line in enumerate(f):
+        for index, raw_line in enumerate(iter_capped_lines(f, limit)):
+            if isinstance(raw_line, int):
+                detail = f"line {index + 1}: {raw_line} bytes, over the {limit} a line may hold (caption cap + metadata); not parsed"
+                yield Reject("", path, index, Stage.READ, Reason.BAD_MANIFEST_LINE, detail)
+                continue
             if not raw_line.strip():
                 continue
             try:

@@ -14,8 +14,16 @@ from collections.abc import Iterator
 import fsspec
 
 from vesl.config import ReadConfig
-from vesl.io.readers.base import Item, damaged_shard, make_record
+from vesl.io.readers.base import (
+    MAX_METADATA_BYTES,
+    Item,
+    damaged_shard,
+    make_record,
+    normalize_key,
+    row_group_byte_limit,
+)
 from vesl.io.readers.img2dataset import failed_download
+from vesl.records import Reason, Reject, Stage
 
 IMAGE_COLUMNS = ("jpg", "jpeg", "png", "webp", "image", "image_bytes", "img")
 CAPTION_COLUMNS = ("caption", "txt", "text")
@@ -67,11 +75,29 @@ def _image_bytes(value) -> tuple[bytes | None, str]:
     return value, ""
 
 
-def iter_row_batches(pf, columns: list[str], batch_rows: int):
-    """Record batches, one row group at a time: pyarrow pre-buffers every row group an iterator
-    covers (a whole file at once), so memory is bounded by the largest row group, not the file."""
+def iter_row_batches(pf, columns: list[str], batch_rows: int, byte_limit: int | None = None):
+    """(row group, record batch or None), one row group at a time: pyarrow pre-buffers every row
+    group an iterator covers (a whole file at once), so memory is bounded by the largest row group,
+    not the file. A row group whose ``columns`` hold more than ``byte_limit`` uncompressed bytes is
+    not read: it comes as (row group, None)."""
     for row_group in range(pf.num_row_groups):
-        yield from pf.iter_batches(batch_size=batch_rows, row_groups=[row_group], columns=columns)
+        if byte_limit is not None and row_group_bytes(pf, row_group, columns) > byte_limit:
+            yield row_group, None
+            continue
+        for batch in pf.iter_batches(batch_size=batch_rows, row_groups=[row_group], columns=columns):
+            yield row_group, batch
+
+
+def row_group_bytes(pf, row_group: int, columns: list[str]) -> int:
+    """Uncompressed bytes of ``columns`` in one row group, from the file's footer (nothing is read);
+    nested columns (an Image struct) count every leaf under them."""
+    meta = pf.metadata.row_group(row_group)
+    roots = {c.split(".")[0] for c in columns}
+    return sum(
+        meta.column(i).total_uncompressed_size
+        for i in range(meta.num_columns)
+        if meta.column(i).path_in_schema.split(".")[0] in roots
+    )
 
 
 def text_as_bytes(batch) -> dict[str, list]:
@@ -94,6 +120,27 @@ def as_text(value):
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
+def oversized_row_group(pf, row_group, wanted, key_column, limit, path, stem, index) -> Iterator[Reject]:
+    """One reject per row of a row group too big to read: keys come from the key column alone when
+    that is small, else from the rows' positions."""
+    rows = pf.metadata.row_group(row_group).num_rows
+    size = row_group_bytes(pf, row_group, wanted)
+    keys: list = [None] * rows
+    if key_column and row_group_bytes(pf, row_group, [key_column]) <= MAX_METADATA_BYTES * 16:
+        keys = []
+        for batch in pf.iter_batches(batch_size=1024, row_groups=[row_group], columns=[key_column]):
+            keys += text_as_bytes(batch)[key_column]
+    detail = (
+        f"parquet row group {row_group} holds {size} bytes uncompressed in the columns read, over the "
+        f"{limit} that are read at once (4 x the record limit set by --max_image_bytes); rewrite it with "
+        "smaller row groups or raise --max_image_bytes"
+    )
+    for offset, key in enumerate(keys):
+        text = normalize_key(key)[0] if key is not None else ""
+        position = index + offset
+        yield Reject(text or f"{stem}:{position}", path, position, Stage.READ, Reason.ROW_GROUP_TOO_LARGE, detail)
+
+
 def read_parquet(path: str, cfg: ReadConfig, batch_rows: int = 256) -> Iterator[Item]:
     import pyarrow.parquet as pq
 
@@ -110,7 +157,13 @@ def read_parquet(path: str, cfg: ReadConfig, batch_rows: int = 256) -> Iterator[
             ]
             stem = posixpath.basename(path).rsplit(".", 1)[0]
             no_image = "no image column (looked for " + ", ".join(IMAGE_COLUMNS) + " and Image structs)"
-            for batch in iter_row_batches(pf, wanted, batch_rows):
+            limit = row_group_byte_limit(cfg)
+            for row_group, batch in iter_row_batches(pf, wanted, batch_rows, limit):
+                if batch is None:
+                    for reject in oversized_row_group(pf, row_group, wanted, key_column, limit, path, stem, index):
+                        yield reject
+                        index += 1
+                    continue
                 columns = text_as_bytes(batch)
                 empty = [None] * batch.num_rows
                 keys = columns[key_column] if key_column else empty

@@ -2,7 +2,8 @@
 bytes features ``key``, ``jpg`` (or ``png``/``webp``: the encode format), ``txt``/``caption`` and
 ``url``, plus its metadata columns. Read through VESL's own TFRecord codec (framing with CRC checks,
 protobuf decoding; no TensorFlow), one record in memory at a time; ``.tfrecord.gz`` is gunzipped.
-A file that breaks part-way yields the records before the damage and one ``truncated_shard``."""
+A record whose data fails its CRC in a sound frame is ``unreadable_record`` and the rest is read; a
+file whose framing breaks part-way yields the records before the damage and one ``truncated_shard``."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from vesl.config import ReadConfig
 from vesl.io.readers.base import Item, damaged_shard, make_record, record_byte_limit
 from vesl.io.readers.parquet import CAPTION_COLUMNS, IMAGE_COLUMNS, KEY_COLUMNS
 from vesl.io.tfexample import decode_example
-from vesl.io.tfrecord import SkippedRecord, iter_tfrecords
+from vesl.io.tfrecord import CorruptRecord, SkippedRecord, iter_tfrecords
 from vesl.records import Reason, Reject, Stage
 
 
@@ -41,7 +42,13 @@ def read_tfrecord(path: str, cfg: ReadConfig) -> Iterator[Item]:
     try:
         with fsspec.open(path, "rb") as raw:
             stream = gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
-            for data in iter_tfrecords(stream, source=path, max_length=record_byte_limit(cfg)):
+            records = iter_tfrecords(stream, source=path, max_length=record_byte_limit(cfg), corrupt_records=True)
+            for data in records:
+                if isinstance(data, CorruptRecord):
+                    detail = f"record {index} ({data.length} bytes at byte {data.offset}) fails its data CRC"
+                    yield Reject("", path, index, Stage.READ, Reason.UNREADABLE_RECORD, detail)
+                    index += 1
+                    continue
                 if isinstance(data, SkippedRecord):
                     detail = (
                         f"record {index} of {data.length} bytes (at byte {data.offset}) > {record_byte_limit(cfg)}"
