@@ -26,7 +26,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from vesl.config import VeslConfig
 from vesl.io.inputs import InputError, discover_inputs
 from vesl.io.layout import OutputLayout, shard_output_id
-from vesl.io.lease import LeaseHeld, LeaseLost, OutputLease
+from vesl.io.lease import LeaseHeld, LeaseLost, OutputLease, read_lease
 from vesl.io.readers import as_input_shard
 from vesl.models.checkpoint import CheckpointError, preflight
 from vesl.options import VeslOptions, config_from_options
@@ -243,8 +243,9 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
                 raise
         submitted = bool(summary.get("submitted"))
     finally:
-        if submitted:
-            lease.mark_submitted(summary.get("job_id"))
+        if submitted:  # the job holds the lease now; its last step gives it back
+            if not lease.mark_submitted(summary.get("job_id")) and read_lease(vesl_options.output) is None:
+                lease.lost = None  # the job has finished already (a local runner) and released it
         else:
             lease.release()
     if lease.lost:

@@ -162,3 +162,18 @@ def test_a_folder_never_mixes_configurations_whatever_the_input(inputs, tmp_path
     summary = run(argv(inputs, out, tiny_checkpoint, *other, "--overwrite", pattern="part-0000[01].tar"))
     assert digests(out) == {summary["provenance"]["config_digest"]} != first_digest
     assert json.loads((out / "_config.json").read_text())["config_digest"] == summary["provenance"]["config_digest"]
+
+
+def test_a_job_run_without_waiting_gives_the_folder_back_itself(inputs, tmp_path, tiny_checkpoint):
+    """--wait false: the launcher hands the lease to the job, whose last step releases it and removes
+    its temporary folder (on the local runner the job is done before the launcher returns)."""
+    out = tmp_path / "out"
+    result = run(
+        argv(inputs, out, tiny_checkpoint, "--score_threshold", "0", "--wait", "false", pattern="part-00000.tar")
+    )
+    assert result["submitted"]
+    assert json.loads((out / "summary.json").read_text())["counts"]["written"] == 2
+    assert not (out / LEASE_NAME).exists() and not list((out / "_temporary").glob("*"))
+    assert run(argv(inputs, out, tiny_checkpoint, "--score_threshold", "0", pattern="part-00000.tar"))["counts"][
+        "balanced"
+    ]

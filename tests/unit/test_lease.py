@@ -309,3 +309,18 @@ def test_each_run_writes_its_temporary_files_in_its_own_folder():
     assert a.temp_dir("parquet") == "gs://b/out/_temporary/run-a/parquet"
     assert a.temp_parent == b.temp_parent == "gs://b/out/_temporary"
     assert not b.temp_root.startswith(a.temp_root)
+
+
+def test_the_heartbeat_thread_renews_and_notices_a_takeover(tmp_path):
+    import time
+
+    lease = OutputLease(str(tmp_path))
+    lease.acquire("a")
+    first = read_lease(str(tmp_path)).heartbeat
+    with lease.heartbeat(every_s=0.05):
+        time.sleep(0.3)
+        assert read_lease(str(tmp_path)).heartbeat > first
+        now = time.time()
+        (tmp_path / LEASE_NAME).write_bytes(Lease("usurper", "elsewhere", 1, now, now, "b").to_bytes())
+        time.sleep(0.3)
+    assert lease.lost and read_lease(str(tmp_path)).run_id == "usurper"
