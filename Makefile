@@ -15,11 +15,13 @@ SAMPLE_DIR ?= out/sample
 CHECKPOINT ?= google/owlv2-large-patch14-finetuned
 RUNNER ?= FnApiRunner
 
-.PHONY: setup nltk-data sample test lint format lock clean help dataflow-dryrun dataflow-submit dataflow-image fixtures
+.PHONY: setup nltk-data sample test test-fast tf-venv mutation lint format lock clean help dataflow-dryrun dataflow-submit dataflow-image fixtures
 
 help:
 	@echo "make sample   set up .venv, build sample shards, run VESL on them (DirectRunner) -> $(SAMPLE_DIR)"
-	@echo "make test     set up .venv, run lint + the test suite (offline, CPU)"
+	@echo "make test     set up .venv, run lint + the whole test suite (offline, CPU; TensorFlow's tests in their own venv)"
+	@echo "make test-fast  the suite without the end-to-end runs (-m 'not slow'), for the edit loop"
+	@echo "make mutation  mutation testing of the pure cores (mutmut; see docs/testing.md)"
 	@echo "make dataflow-dryrun | dataflow-image | dataflow-submit   (see README, Run on Dataflow)"
 	@echo "make fixtures  regenerate tests/fixtures/img2dataset with the real img2dataset + HF datasets (needs PyPI)"
 	@echo "make lint | format | lock | clean"
@@ -55,8 +57,18 @@ sample: setup
 	  --write_image_bytes true --runner $(RUNNER)
 	@echo "  report: $$($(PYTHON) -m vesl.report $(SAMPLE_DIR))"
 
-test: setup lint
+test: setup lint tf-venv
 	$(PYTHON) -m pytest -q
+
+test-fast: setup
+	$(PYTHON) -m pytest -q -m "not slow"
+
+# TensorFlow's pins conflict with VESL's: its tests run in .cache/venvs/tensorflow (built once, needs
+# PyPI). When it cannot be built, say so; those tests then skip, naming the reason.
+tf-venv:
+	@mkdir -p .cache
+	@PY=$(PY) tests/tf_venv.sh >/dev/null 2>.cache/tf-venv.log || \
+	  echo "make test: WARNING: the TensorFlow venv could not be built ($$(tail -n 1 .cache/tf-venv.log)); its tests will skip"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check vesl pipelines tests bench
@@ -101,6 +113,7 @@ dataflow-submit: setup
 # Test fixtures written by the real producers, each in its own venv under .cache/venvs.
 fixtures:
 	PY=$(PY) tests/fixtures/img2dataset/regenerate.sh
+	PY=$(PY) tests/fixtures/tensorflow/regenerate.sh
 
 clean:
 	rm -rf out .cache .pytest_cache .ruff_cache

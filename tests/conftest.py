@@ -39,3 +39,21 @@ def tiny_captioner(tmp_path_factory) -> str:
     from vesl.models.captioner import write_tiny_captioner
 
     return str(write_tiny_captioner(tmp_path_factory.mktemp("tiny-captioner"), seed=0))
+
+
+TF_VENV_PYTHON = Path(__file__).resolve().parents[1] / ".cache" / "venvs" / "tensorflow" / "bin" / "python"
+
+
+@pytest.fixture(scope="session")
+def tf_python() -> str:
+    """The TensorFlow venv's python (tests/tf_venv.sh; ``make test`` builds it). TensorFlow's pins
+    conflict with VESL's, so TensorFlow runs there, in a subprocess, never in this process."""
+    import os
+
+    python = os.environ.get("VESL_TF_PYTHON") or str(TF_VENV_PYTHON)
+    if not Path(python).exists():
+        pytest.skip(
+            f"the TensorFlow venv could not be built ({python} is missing): run tests/tf_venv.sh; "
+            "make test builds it and says why when it cannot"
+        )
+    return python

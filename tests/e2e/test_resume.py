@@ -175,3 +175,25 @@ def test_resume_without_parquet_still_deduplicates_committed_keys(inputs, tiny_c
     keys = tfrecord_keys(out)
     assert len(keys) == len(set(keys)) == clean["counts"]["written"]
     assert summary["counts"]["rejected_by_stage"]["dedup"] == {"duplicate_key": 1}
+
+
+def test_resume_after_a_subset_was_committed_equals_a_clean_run(inputs, tiny_checkpoint, clean):
+    """Deterministic resume (no kill timing): shards 0 and 5 committed by an earlier run, then the
+    whole input set. Shard 2 repeats shard 0's key s0-0: the committed copy must win, so the rerun
+    rejects shard 2's as a duplicate and nothing is written twice."""
+    out = inputs.parent / "subset"
+    subset = argv(inputs, out, tiny_checkpoint, "--runner", "FnApiRunner")
+    subset[1] = f"{inputs / 'part-00000.tar'},{inputs / 'part-00005.tar'}"
+    first = run(subset)
+    assert first["counts"]["shards"] == 2 and first["counts"]["written"] == 6
+    summary = run(argv(inputs, out, tiny_checkpoint, "--runner", "FnApiRunner"))
+    again = snapshot(out)
+    assert again == clean and summary["counts"] == clean["counts"]
+    keys = [
+        k for f in (out / "parquet").glob("*.parquet") for k in pq.read_table(f, columns=["key"]).column(0).to_pylist()
+    ]
+    assert len(keys) == len(set(keys))
+    assert (
+        "s0-0"
+        in pq.read_table(next((out / "parquet").glob("part-00000-*.parquet")), columns=["key"]).column(0).to_pylist()
+    )

@@ -3,7 +3,11 @@ TensorFlow is installed) and the numpy reader, the GRIT and COCO exports, the re
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -21,6 +25,7 @@ from vesl.training.tfdata import iter_numpy_examples
 from vesl.training.torch_dataset import VeslRegionDataset, collate_regions
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -119,19 +124,56 @@ def test_dataset_explains_missing_image_bytes(tmp_path, output):
         next(iter(VeslRegionDataset(str(tmp_path / "noimages.parquet"))))
 
 
-def test_numpy_reader_and_tf_data(output):
+def test_numpy_reader_and_tf_data(output, tf_python, tmp_path):
+    """TensorFlow 2.21 (its own venv) reads VESL's TFRecords, plain and gzip, through VESL's tf.data
+    reader and through bare tf.io.parse_single_example, to values bit-equal to the numpy reader's."""
     examples = list(iter_numpy_examples(str(output / "tfrecord" / "*.tfrecord")))
     assert {e["image/key"].decode() for e in examples} == all_keys(output)
     first = examples[0]
     assert first["image/object/bbox/xmin"].dtype == np.float32 and isinstance(first["image/width"], int)
-    tf = pytest.importorskip(
-        "tensorflow", reason="TensorFlow is not installed here; the numpy reader above reads the same files"
-    )
-    from vesl.training.tfdata import vesl_tf_dataset
+    gz = tmp_path / "gz"
+    gz.mkdir()
+    for f in (output / "tfrecord").glob("*.tfrecord"):
+        (gz / (f.name + ".gz")).write_bytes(gzip.compress(f.read_bytes()))
+    expected = sorted((tf_values(e) for e in examples), key=lambda e: e["image/key"])
+    for pattern in (output / "tfrecord" / "*.tfrecord", gz / "*.tfrecord.gz"):
+        done = subprocess.run(
+            [tf_python, str(ROOT / "tests" / "tf_checks.py"), str(pattern)],
+            env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        assert result["tensorflow"].startswith("2.21")
+        for read in ("vesl_reader", "bare"):
+            assert sorted(result[read], key=lambda e: e["image/key"]) == expected, read
 
-    parsed = list(vesl_tf_dataset(str(output / "tfrecord" / "*.tfrecord")).as_numpy_iterator())
-    assert {p["image/key"].decode() for p in parsed} == all_keys(output)
-    assert tf is not None
+
+def tf_values(example: dict) -> dict:
+    """The numpy reader's example as tests/tf_checks.py prints TensorFlow's (hex bytes, float bits),
+    over the features VESL's tf.data spec declares, lists padded as parse_single_example fills them."""
+    import struct
+
+    from vesl.training.tfdata import FEATURE_TYPES
+
+    out = {}
+    for key, (kind, scalar) in FEATURE_TYPES.items():
+        value = example.get(key)
+        if scalar and kind == "bytes":
+            out[key] = (value or b"").hex()
+        elif scalar:
+            out[key] = int(value or 0)
+        else:
+            values = [] if value is None else np.asarray(value).tolist()
+            if kind == "bytes":
+                out[key] = [v.hex() for v in values]
+            elif kind == "float":
+                out[key] = [struct.unpack("<I", struct.pack("<f", v))[0] for v in values]
+            else:
+                out[key] = values
+    return out
 
 
 def test_exports_load_with_pyarrow_and_json(output, tmp_path):

@@ -23,12 +23,14 @@ def record(key, shard, index, phrases=()):
 
 
 def test_drop_duplicate_keys_keeps_the_first_read():
-    records = [record("a", "s1", 5), record("a", "s0", 9), record("b", "s1", 0), record("a", "s0", 2)]
+    """First by shard path, then index: the lowest index (s1 record 0) sits in the later shard and
+    loses to s0 record 2, and arrival order does not matter."""
+    records = [record("a", "s1", 0), record("a", "s0", 9), record("b", "s1", 1), record("a", "s0", 2)]
     with pipeline() as p:
         out = p | beam.Create(records) | DropDuplicateKeys()
         assert_that(
             out[RECORDS] | "kept" >> beam.Map(lambda r: (r.key, r.shard, r.index)),
-            equal_to([("a", "s0", 2), ("b", "s1", 0)]),
+            equal_to([("a", "s0", 2), ("b", "s1", 1)]),
             label="kept",
         )
         assert_that(
@@ -36,7 +38,7 @@ def test_drop_duplicate_keys_keeps_the_first_read():
             equal_to(
                 [
                     ("a", "s0", 9, "duplicate_key", "key already read from s0 record 2"),
-                    ("a", "s1", 5, "duplicate_key", "key already read from s0 record 2"),
+                    ("a", "s1", 0, "duplicate_key", "key already read from s0 record 2"),
                 ]
             ),
             label="dups",

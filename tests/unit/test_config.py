@@ -69,3 +69,57 @@ def test_command_line_options_map_to_config():
     assert cfg.preset == "grit" and cfg.filter.nms_iou is None and cfg.phrases.max_phrases == 5
     assert cfg.write.write_image_bytes is True and cfg.detect.query_buckets == (2, 5)
     assert cfg.filter.score_threshold == 0.65  # untouched preset value
+
+
+# Each preset's recipe values, as the papers state them (README "Presets"). A change to a preset
+# file must change this table too, on purpose.
+PAPER_VALUES = {
+    # CLOC (Chen et al., ICML 2025), VESL: OWLv2 CLIP L/14 at 448 px, <= 20 phrase queries, boxes with
+    # score > 0.1, no NMS / cap / image rule stated.
+    "cloc": {
+        ("detect", "checkpoint"): "google/owlv2-large-patch14-finetuned",
+        ("detect", "image_size"): 448,
+        ("phrases", "mode"): "both",
+        ("phrases", "max_phrases"): 20,
+        ("filter", "score_threshold"): 0.1,
+        ("filter", "nms_iou"): None,
+        ("filter", "max_regions_per_image"): None,
+        ("filter", "keep_image_min_score"): None,
+        ("filter", "drop_images_without_regions"): False,
+        ("caption", "enabled"): False,
+    },
+    # CLOC with visually enriched captions: the same detection, captions generated and merged.
+    "cloc-full": {
+        ("detect", "image_size"): 448,
+        ("phrases", "max_phrases"): 20,
+        ("filter", "score_threshold"): 0.1,
+        ("caption", "enabled"): True,
+        ("caption", "use"): "both",
+    },
+    # OWL-ST (Minderer et al., NeurIPS 2023): word N-grams up to 10 words, up to 300 queries, boxes
+    # with score 0.1, images kept only with a box of at least 0.3.
+    "owlst": {
+        ("phrases", "mode"): "ngrams",
+        ("phrases", "max_ngram_len"): 10,
+        ("phrases", "max_phrases"): 300,
+        ("filter", "score_threshold"): 0.1,
+        ("filter", "keep_image_min_score"): 0.3,
+        ("detect", "image_size"): 448,
+    },
+    # GRIT (Kosmos-2, Peng et al., 2023): spaCy noun chunks without abstract nouns, NMS at 0.5, boxes
+    # with score > 0.65, images without a box dropped.
+    "grit": {
+        ("phrases", "mode"): "spacy",
+        ("phrases", "drop_abstract_nouns"): True,
+        ("filter", "score_threshold"): 0.65,
+        ("filter", "nms_iou"): 0.5,
+        ("filter", "drop_images_without_regions"): True,
+    },
+}
+
+
+@pytest.mark.parametrize("preset", sorted(PAPER_VALUES))
+def test_preset_values_are_the_papers(preset):
+    config = build_config(preset)
+    found = {(section, field): getattr(getattr(config, section), field) for section, field in PAPER_VALUES[preset]}
+    assert found == PAPER_VALUES[preset]

@@ -88,6 +88,24 @@ def test_min_score_and_max_candidates(detector):
     assert len(detector.detect(pixels, [(96, 96)], [["a cat"]], min_score=1.0, max_candidates=5)[0]) == 0
 
 
+def test_min_score_is_strict_at_an_exact_score(detector, photo_samples):
+    """A candidate whose score equals min_score exactly is dropped; the ones above it stay (CLOC:
+    score > 0.1). The scores are the model's own float32 values, so the comparison is exact."""
+    from vesl.vision.decode import decode_image
+    from vesl.vision.geometry import letterbox
+
+    image = decode_image(photo_samples[0].image, max_pixels=10**8).image
+    pixels, cw, ch = letterbox(image, 96)
+    size = (cw, ch)
+    queries = [["a rocket", "a launch pad", "the sky"]]
+    everything = detector.detect([pixels], [size], queries, min_score=0.0, max_candidates=20)[0]
+    scores = sorted(float(s) for s in everything.scores)
+    assert len(set(scores)) == len(scores) >= 3
+    at = scores[len(scores) // 2]
+    kept = detector.detect([pixels], [size], queries, min_score=at, max_candidates=20)[0]
+    assert sorted(float(s) for s in kept.scores) == [s for s in scores if s > at]
+
+
 def _red_box_in_detector_input(pixels: np.ndarray, size: int) -> list[float]:
     red = (pixels[..., 0] > 200) & (pixels[..., 1] < 60) & (pixels[..., 2] < 60)
     ys, xs = np.nonzero(red)

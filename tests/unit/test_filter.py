@@ -67,3 +67,21 @@ def test_image_rules():
     empty = filter_detections(RECORD, Detections.empty(), FilterConfig())
     assert empty.regions == () and image_reject_reason(empty, FilterConfig()) is None
     assert image_reject_reason(empty, FilterConfig(drop_images_without_regions=True))[0] == Reason.NO_REGIONS
+
+
+def test_every_threshold_rule_at_its_exact_boundary():
+    """Scores exactly representable in float32 (0.25, 0.5), so each comparison meets its edge:
+    boxes need score > score_threshold (CLOC: > 0.1), an image needs a box >= keep_image_min_score
+    (OWL-ST: at least one box of 0.3), a box side needs >= min_box_side_px."""
+    det = detections([[0, 0, 0.5, 0.5], [0.5, 0.5, 1, 1], [0, 0.5, 0.5, 1]], [0.5, 0.25, 0.75])
+    out = filter_detections(RECORD, det, FilterConfig(score_threshold=0.5))
+    assert [r.score for r in out.regions] == [0.75] and dict(out.region_drops) == {"below_threshold": 2}
+    out = filter_detections(RECORD, det, FilterConfig(score_threshold=0.25))
+    assert [r.score for r in out.regions] == [0.75, 0.5]
+    at_quarter = filter_detections(RECORD, detections([[0, 0, 0.5, 0.5]], [0.25]), FilterConfig(score_threshold=0.1))
+    assert image_reject_reason(at_quarter, FilterConfig(keep_image_min_score=0.25)) is None
+    assert image_reject_reason(at_quarter, FilterConfig(keep_image_min_score=0.2500001))[0] == Reason.NO_CONFIDENT_BOX
+    # 1/32 of the 200 x 100 px image: 6.25 px wide and 3.125 px high (exact); the side rule is inclusive
+    small = detections([[0, 0, 0.03125, 0.03125]], [0.9])
+    assert len(filter_detections(RECORD, small, FilterConfig(min_box_side_px=3.125)).regions) == 1
+    assert len(filter_detections(RECORD, small, FilterConfig(min_box_side_px=3.1251)).regions) == 0

@@ -1,0 +1,60 @@
+"""Run by the tests under the TensorFlow venv (tests/tf_venv.sh), never in VESL's own venv:
+
+    python tests/tf_checks.py PATTERN [--include_image]
+
+Reads VESL's TFRecords with TensorFlow: through VESL's tf.data reader (vesl.training.tfdata) and
+with a bare tf.data.TFRecordDataset + tf.io.parse_single_example, and prints, per Example, every
+feature as JSON (bytes as hex, floats as their float32 bit patterns) so the caller can compare them
+bit for bit with what VESL's own numpy reader gives.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+from vesl.training.tfdata import FEATURE_TYPES, vesl_tf_dataset
+
+
+def plain(value) -> object:
+    array = np.asarray(value)
+    if array.dtype == object or array.dtype.kind == "S":
+        return [v.hex() for v in array.reshape(-1).tolist()] if array.ndim else array.item().hex()
+    if array.dtype == np.float32:
+        bits = [struct.unpack("<I", struct.pack("<f", v))[0] for v in array.reshape(-1).tolist()]
+        return bits if array.ndim else bits[0]
+    return array.tolist()
+
+
+def main() -> None:
+    pattern = sys.argv[1]
+    include_image = "--include_image" in sys.argv
+    through_vesl = [
+        {k: plain(v) for k, v in example.items()}
+        for example in vesl_tf_dataset(pattern, include_image=include_image).as_numpy_iterator()
+    ]
+    files = tf.io.gfile.glob(pattern)
+    compression = "GZIP" if any(f.endswith(".gz") for f in files) else ""
+    spec = {
+        key: tf.io.VarLenFeature({"bytes": tf.string, "float": tf.float32, "int64": tf.int64}[kind])
+        for key, (kind, _) in FEATURE_TYPES.items()
+    }
+    bare = []
+    for serialized in tf.data.TFRecordDataset(files, compression_type=compression):
+        parsed = {k: tf.sparse.to_dense(v).numpy() for k, v in tf.io.parse_single_example(serialized, spec).items()}
+        default = {"bytes": b"", "float": np.float32(0), "int64": 0}
+        bare.append(
+            {
+                k: plain((v[0] if len(v) else default[FEATURE_TYPES[k][0]]) if FEATURE_TYPES[k][1] else v)
+                for k, v in parsed.items()
+            }
+        )
+    print(json.dumps({"tensorflow": tf.__version__, "vesl_reader": through_vesl, "bare": bare}))
+
+
+if __name__ == "__main__":
+    main()
