@@ -63,6 +63,14 @@ test: setup lint tf-venv
 test-fast: setup
 	$(PYTHON) -m pytest -q -m "not slow"
 
+# Mutation testing of the pure cores ([tool.mutmut] in pyproject.toml): mutmut is installed on demand
+# (not a test dependency); results stay in mutants/ (`mutmut results`, `mutmut show NAME`).
+MUTMUT_SPEC ?= mutmut==3.8.1
+mutation: setup
+	$(PYTHON) -m pip install -q $(MUTMUT_SPEC)
+	$(VENV)/bin/mutmut run --max-children $$(nproc)
+	$(VENV)/bin/mutmut results
+
 # TensorFlow's pins conflict with VESL's: its tests run in .cache/venvs/tensorflow (built once, needs
 # PyPI). When it cannot be built, say so; those tests then skip, naming the reason.
 tf-venv:

@@ -85,3 +85,41 @@ def test_every_threshold_rule_at_its_exact_boundary():
     small = detections([[0, 0, 0.03125, 0.03125]], [0.9])
     assert len(filter_detections(RECORD, small, FilterConfig(min_box_side_px=3.125)).regions) == 1
     assert len(filter_detections(RECORD, small, FilterConfig(min_box_side_px=3.1251)).regions) == 0
+
+
+def test_a_kept_region_carries_every_field_of_its_phrase_and_detection():
+    from vesl.records import Region
+
+    record = ImageRecord("k", "s", 0, "a cat and a dog", b"", None,
+                         (Phrase("a cat", 0, 5, "cloc"), Phrase("a dog", 10, 15, "spacy", "generated")), 200, 100)  # fmt: skip
+    det = Detections(
+        np.array([[0.25, 0.5, 0.75, 1.0]], np.float32), np.array([0.5], np.float32),
+        np.array([0.25], np.float32), np.array([1], np.int32),
+    )  # fmt: skip
+    (region,) = filter_detections(record, det, FilterConfig(score_threshold=0.1)).regions
+    assert region == Region("a dog", 10, 15, "spacy", 1, (0.25, 0.5, 0.75, 1.0), 0.5, 0.25, "generated")
+
+
+def test_degenerate_boxes_in_either_direction_and_nms_with_two_boxes():
+    det = detections([[0.1, 0.5, 0.4, 0.5], [0.5, 0.2, 0.5, 0.6], [0.2, 0.3, 0.1, 0.8], [0, 0, 1, 1]], [0.9] * 4)
+    out = filter_detections(RECORD, det, FilterConfig())
+    assert dict(out.region_drops) == {"degenerate_box": 3} and len(out.regions) == 1
+    pair = detections([[0, 0, 0.5, 0.5], [0, 0, 0.5, 0.52]], [0.9, 0.8])
+    out = filter_detections(RECORD, pair, FilterConfig(nms_iou=0.5))
+    assert [r.score for r in out.regions] == [np.float32(0.9)] and dict(out.region_drops) == {"nms": 1}
+
+
+def test_min_side_needs_the_image_size_and_is_off_at_zero():
+    small = detections([[0, 0, 0.001, 0.5]], [0.9])  # 0.2 px wide on the 200 px image
+    assert len(filter_detections(RECORD, small, FilterConfig(min_box_side_px=0)).regions) == 1
+    assert len(filter_detections(RECORD, small, FilterConfig(min_box_side_px=1)).regions) == 0
+    sizeless = ImageRecord("k", "s", 0, "a cat", b"", None, RECORD.phrases, None, None)
+    assert len(filter_detections(sizeless, small, FilterConfig(min_box_side_px=1)).regions) == 1
+
+
+def test_an_image_without_regions_fails_the_min_score_rule():
+    empty = filter_detections(RECORD, Detections.empty(), FilterConfig())
+    reason, detail = image_reject_reason(empty, FilterConfig(keep_image_min_score=0.3))
+    assert reason == Reason.NO_CONFIDENT_BOX and detail == "best box score 0.000 < 0.3"
+    reason, detail = image_reject_reason(empty, FilterConfig(drop_images_without_regions=True))
+    assert reason == Reason.NO_REGIONS and detail == "no region kept (2 phrases)"

@@ -90,3 +90,46 @@ def test_iou_and_nms():
     kept = nms(boxes[:3], np.array([0.5, 0.9, 0.3]), iou_threshold=0.5)
     assert kept.tolist() == [1, 2]
     assert nms(boxes[:3], np.array([0.5, 0.9, 0.3]), iou_threshold=0.95).tolist() == [1, 0, 2]
+
+
+def iou_by_hand(a, b) -> float:
+    """One pair, the textbook way, in Python floats (float64)."""
+    ax0, ay0, ax1, ay1 = map(float, a)
+    bx0, by0, bx1, by1 = map(float, b)
+    iw, ih = max(0.0, min(ax1, bx1) - max(ax0, bx0)), max(0.0, min(ay1, by1) - max(ay0, by0))
+    inter = iw * ih
+    union = max(0.0, ax1 - ax0) * max(0.0, ay1 - ay0) + max(0.0, bx1 - bx0) * max(0.0, by1 - by0) - inter
+    return inter / union if union > 0 else 0.0
+
+
+box_strategy = st.tuples(*[st.floats(0, 1, width=32)] * 4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(box_strategy, min_size=1, max_size=5), st.lists(box_strategy, min_size=1, max_size=4))
+def test_box_iou_equals_the_textbook_formula_pair_by_pair(a, b):
+    a32, b32 = np.array(a, np.float32), np.array(b, np.float32)  # float32 in, as detections are
+    got = box_iou(a32, b32)
+    assert got.shape == (len(a), len(b)) and got.dtype == np.float64
+    for i, j in np.ndindex(got.shape):
+        assert got[i, j] == iou_by_hand(a32[i], b32[j])  # computed in float64, exactly
+
+
+def nms_by_hand(boxes, scores, threshold) -> list[int]:
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))  # ties: the earlier box first
+    kept: list[int] = []
+    for i in order:
+        if all(iou_by_hand(boxes[i], boxes[k]) <= threshold for k in kept):
+            kept.append(i)
+    return kept
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(box_strategy, st.sampled_from([0.25, 0.5, 0.75, 0.9])), min_size=1, max_size=20),
+    st.sampled_from([0.0, 0.3, 0.5, 0.7]),
+)
+def test_nms_equals_greedy_by_hand_ties_included(entries, threshold):
+    boxes = np.array([e[0] for e in entries], np.float32)
+    scores = np.array([e[1] for e in entries], np.float32)
+    assert nms(boxes, scores, threshold).tolist() == nms_by_hand(boxes, scores, threshold)

@@ -70,3 +70,41 @@ def test_examples_decode_to_what_tensorflow_parsed_and_encode_to_its_bytes():
         assert {n: (k, list(v)) for n, (k, v) in decoded.items() if v} == {n: fv for n, fv in features.items() if fv[1]}
         # float32 values round-trip exactly (0.125, -2.5, ...); int64 keeps 2**62 and negatives
         assert encode_example(dict(sorted(features.items()))) == bytes.fromhex(entry["data_hex"])
+
+
+def test_damage_is_reported_at_its_byte_offset():
+    from vesl.io.tfrecord import TFRecordError
+
+    blob = (HERE / "examples.tfrecord").read_bytes()
+    second = 16 + len(RECORDS[0])
+    with pytest.raises(TFRecordError, match=f"^src: truncated record header at byte {second}$"):
+        list(iter_tfrecords(io.BytesIO(blob[: second + 5]), source="src"))
+    with pytest.raises(TFRecordError, match=f"^src: truncated record at byte {second}$"):
+        list(iter_tfrecords(io.BytesIO(blob[: second + 20]), source="src"))
+    damaged = bytearray(blob)
+    damaged[second + 13] ^= 1  # inside the second record's data
+    with pytest.raises(TFRecordError, match=f"^src: bad data CRC at byte {second}$"):
+        list(iter_tfrecords(io.BytesIO(bytes(damaged)), source="src"))
+    damaged = bytearray(blob)
+    damaged[second] ^= 1  # the second record's length
+    with pytest.raises(TFRecordError, match=f"^src: bad length CRC at byte {second}$"):
+        list(iter_tfrecords(io.BytesIO(bytes(damaged)), source="src"))
+
+
+def test_a_length_field_beyond_2_63_is_unsigned_and_skipped_not_read():
+    from vesl.io.tfrecord import TFRecordError
+
+    length = struct.pack("<Q", 2**63 + 1)
+    hostile = length + struct.pack("<I", masked_crc32c(length)) + b"x" * 100
+    with pytest.raises(TFRecordError, match="length field says 9223372036854775809"):
+        list(iter_tfrecords(io.BytesIO(frame_record(RECORDS[0]) + hostile), max_length=1 << 20))
+
+
+def test_a_bad_data_crc_in_a_sound_frame_is_that_record_alone():
+    from vesl.io.tfrecord import CorruptRecord
+
+    blob = bytearray((HERE / "examples.tfrecord").read_bytes())
+    second = 16 + len(RECORDS[0])
+    blob[second + 13] ^= 1
+    items = list(iter_tfrecords(io.BytesIO(bytes(blob)), corrupt_records=True))
+    assert items == [RECORDS[0], CorruptRecord(second, len(RECORDS[1])), *RECORDS[2:]]
