@@ -65,3 +65,20 @@ def test_patch_targets():
     assert (patch_region_index(np.zeros((0, 4)), 64, 16) == -1).all()
     with pytest.raises(ValueError, match="multiple of the patch size"):
         patch_masks(boxes, 60, 16)
+
+
+def test_pad_center_is_tensorflows_resize_with_pad_on_its_own_golden_values():
+    """972 (width, height, size) cases measured on tf.image.resize_with_pad's output by TensorFlow
+    2.21 itself (tests/fixtures/tensorflow/resize_with_pad.json), e.g. 640x424 at 224: x 0, y 37."""
+    import json
+
+    from tests.conftest import FIXTURES
+
+    golden = json.loads((FIXTURES / "tensorflow" / "resize_with_pad.json").read_text())["placements"]
+    assert len(golden) == 972
+    for width, height, size, ox, oy, cw, ch in golden:
+        p = TrainingTransform(size, "pad_center").placement(width, height)
+        if ox is None:  # TensorFlow refuses a side that resizes to 0 px; VESL keeps 1 px
+            assert min(p.content_width, p.content_height) == 1
+            continue
+        assert (p.offset_x, p.offset_y, p.content_width, p.content_height) == (ox, oy, cw, ch), (width, height, size)

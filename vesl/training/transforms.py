@@ -4,15 +4,16 @@ convention on the training side; each mode has a round-trip test on non-square i
 
 Modes:
 - ``resize``: stretch to size x size (aspect ratio not kept).
-- ``pad_center``: keep the aspect ratio, pad equally on both sides (TensorFlow's
-  ``tf.image.resize_with_pad``, CLOC's trainer): resized side = floor(side / max(w/size, h/size)),
-  offset = floor((size - resized) / 2).
+- ``pad_center``: keep the aspect ratio, pad equally on both sides, exactly as TensorFlow's
+  ``tf.image.resize_with_pad`` (CLOC's trainer) places it: in float32, ratio = max(w/size, h/size),
+  resized side = floor(side / ratio), offset = floor((size - side / ratio) / 2) (the unfloored side,
+  as TensorFlow does; checked on golden values TensorFlow produced). Where TensorFlow refuses (a side
+  that resizes to 0 px), VESL keeps 1 px.
 - ``pad_bottom_right``: keep the aspect ratio, image in the top-left corner (OWL's detector input).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +34,17 @@ class Placement:
     content_height: int
 
 
+def tf_resize_with_pad_placement(width: int, height: int, size: int) -> Placement:
+    """``tf.image.resize_with_pad``'s arithmetic, step by step in float32 as TensorFlow computes it."""
+    f32 = np.float32
+    fw, fh, fs = f32(width), f32(height), f32(size)
+    ratio = max(fw / fs, fh / fs)
+    rw, rh = fw / ratio, fh / ratio  # float32
+    cw, ch = max(1, int(np.floor(rw))), max(1, int(np.floor(rh)))
+    ox, oy = max(0, int(np.floor((fs - rw) / f32(2)))), max(0, int(np.floor((fs - rh) / f32(2))))
+    return Placement(ox, oy, cw, ch)
+
+
 @dataclass(frozen=True)
 class TrainingTransform:
     size: int
@@ -48,9 +60,7 @@ class TrainingTransform:
         if self.mode == "resize":
             return Placement(0, 0, size, size)
         if self.mode == "pad_center":
-            ratio = max(width / size, height / size)
-            cw, ch = max(1, math.floor(width / ratio)), max(1, math.floor(height / ratio))
-            return Placement((size - cw) // 2, (size - ch) // 2, cw, ch)
+            return tf_resize_with_pad_placement(width, height, size)
         cw, ch = content_size(width, height, size)
         return Placement(0, 0, cw, ch)
 
