@@ -99,7 +99,9 @@ def test_a_training_loop_with_two_workers_sees_each_image_once_per_epoch(output)
 
 @pytest.mark.parametrize("mode", ["resize", "pad_center", "pad_bottom_right"])
 def test_ranks_split_without_overlap_and_boxes_stay_inside(output, mode):
+    """9 images over 2 ranks: 5 each with remainder "pad" (one image read twice), every image read."""
     seen = []
+    per_rank = []
     for rank in range(2):
         dataset = VeslRegionDataset(
             str(output / "parquet" / "*.parquet"),
@@ -109,12 +111,16 @@ def test_ranks_split_without_overlap_and_boxes_stay_inside(output, mode):
             world_size=2,
             regions_per_image=8,
             seed=1,
+            remainder="pad",
         )
+        count = 0
         for example in dataset:
             boxes = example["boxes"][example["valid"]]
             assert (boxes >= 0).all() and (boxes <= 48).all()
             seen.append(example["key"])
-    assert sorted(seen) == sorted(all_keys(output))
+            count += 1
+        per_rank.append(count)
+    assert per_rank == [5, 5] and set(seen) == all_keys(output) and len(seen) == 10
 
 
 def test_dataset_explains_missing_image_bytes(tmp_path, output):

@@ -1,71 +1,119 @@
-"""How the PyTorch reader splits work over distributed ranks x DataLoader workers: every (rank,
-worker) pair is its own reader, and over all readers every unit (a file, or a row group when there
-are fewer files than readers) is read exactly once, in every epoch."""
+"""How the PyTorch reader splits an epoch over distributed ranks x DataLoader workers, with files of
+unequal row counts and several row groups: every rank gets the same number of images (DDP steps in
+lockstep), no image is read twice, the remainder rule is the documented one, and epochs reshuffle,
+also with persistent workers (checked with a real DataLoader)."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+from collections import Counter
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from vesl.training import torch_dataset
-from vesl.training.torch_dataset import VeslRegionDataset
+from vesl.training.torch_dataset import VeslRegionDataset, plan_rows
+
+
+def keys_of(groups, slices) -> list[str]:
+    return [f"{path}:{group}:{row}" for path, group, lo, hi in slices for row in range(lo, hi)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(0, 9), min_size=1, max_size=12),
+    st.integers(1, 5),
+    st.integers(1, 4),
+    st.integers(0, 3),
+    st.sampled_from(["drop", "pad"]),
+)
+def test_every_rank_gets_the_same_count_and_no_image_twice(rows, world_size, workers, epoch, remainder):
+    groups = [(f"f{i % 3}", i, n) for i, n in enumerate(rows)]
+    total = sum(rows)
+    per_rank = []
+    seen: Counter[str] = Counter()
+    for rank in range(world_size):
+        count = 0
+        worker_counts = []
+        for worker in range(workers):
+            slices = plan_rows(groups, 7, epoch, rank, world_size, worker, workers, remainder)
+            assert all(0 <= lo < hi <= dict(((g[0], g[1]), g[2]) for g in groups)[(p, g)] for p, g, lo, hi in slices)
+            keys = keys_of(groups, slices)
+            seen.update(keys)
+            worker_counts.append(len(keys))
+            count += len(keys)
+        assert max(worker_counts) - min(worker_counts) <= 1
+        per_rank.append(count)
+    assert len(set(per_rank)) == 1  # lockstep
+    if remainder == "drop":
+        assert per_rank[0] == total // world_size and max(seen.values(), default=1) == 1
+        assert len(seen) == world_size * (total // world_size)  # only the remainder is left out
+    else:
+        assert per_rank[0] == -(-total // world_size) and len(seen) == total  # everything, some twice
+        assert sum(seen.values()) - total == world_size * per_rank[0] - total
+
+
+def test_the_dropped_remainder_changes_with_the_epoch():
+    groups = [("a", 0, 5), ("b", 0, 3), ("c", 0, 3)]  # 11 rows over 2 ranks: 1 left out per epoch
+    left_out = set()
+    for epoch in range(12):
+        read = {k for rank in range(2) for k in keys_of(groups, plan_rows(groups, 0, epoch, rank, 2))}
+        (missing,) = {f"{p}:{g}:{r}" for p, g, n in groups for r in range(n)} - read
+        left_out.add(missing)
+    assert len(left_out) > 1
 
 
 @pytest.fixture
-def files(tmp_path):
-    """3 Parquet files of 4, 1 and 6 row groups."""
+def files(tmp_path, photo_samples):
+    """3 files of unequal row counts (7, 2 and 4 rows) in row groups of 3, 2 and 1 rows."""
+    from vesl.vision.decode import decode_image
+
+    photo = photo_samples[0]
+    width, height = decode_image(photo.image, 10**8).image.size
+    region = {"phrase": "a rocket", "box": [0.1, 0.1, 0.5, 0.5], "score": 0.9}
     paths = []
-    for i, groups in enumerate((4, 1, 6)):
+    for i, (n, group_rows) in enumerate(((7, 3), (2, 2), (4, 1))):
+        table = pa.table(
+            {
+                "key": [f"{i}-{r}" for r in range(n)],
+                "caption": [photo.caption] * n,
+                "width": [width] * n,
+                "height": [height] * n,
+                "regions": [[region]] * n,
+                "image": [photo.image] * n,
+            }
+        )
         path = tmp_path / f"part-{i}.parquet"
-        with pq.ParquetWriter(path, pa.schema([("key", pa.string())])) as writer:
-            for g in range(groups):
-                writer.write_table(pa.table({"key": [f"{i}-{g}-{r}" for r in range(2)]}))
+        pq.write_table(table, path, row_group_size=group_rows)
         paths.append(str(path))
     return paths
 
 
-def units_of_every_reader(files, world_size, workers, epoch, monkeypatch):
-    seen = {}
-    for rank in range(world_size):
-        for worker in range(workers):
-            info = SimpleNamespace(num_workers=workers, id=worker) if workers > 1 else None
-            monkeypatch.setattr(torch_dataset, "get_worker_info", lambda info=info: info)
-            dataset = VeslRegionDataset(files, rank=rank, world_size=world_size, seed=3)
-            dataset.set_epoch(epoch)
-            seen[(rank, worker)] = dataset.my_units()
-    return seen
+def run_epochs(files, rank, world_size, epochs, persistent):
+    from torch.utils.data import DataLoader
+
+    from vesl.training.torch_dataset import collate_regions
+
+    dataset = VeslRegionDataset(files, size=32, rank=rank, world_size=world_size, seed=5, shuffle_buffer=1)
+    loader = DataLoader(
+        dataset, batch_size=2, num_workers=2, collate_fn=collate_regions, persistent_workers=persistent,
+        multiprocessing_context="fork",
+    )  # fmt: skip
+    out = []
+    for epoch in range(epochs):
+        dataset.set_epoch(epoch)
+        out.append([key for batch in loader for key in batch["key"]])
+    return out
 
 
-@pytest.mark.parametrize("world_size,workers", [(1, 1), (1, 2), (2, 1), (2, 2), (3, 2), (2, 4)])
-def test_each_unit_is_read_by_exactly_one_reader(files, world_size, workers, monkeypatch):
-    for epoch in (0, 1):
-        seen = units_of_every_reader(files, world_size, workers, epoch, monkeypatch)
-        units = [u for per_reader in seen.values() for u in per_reader]
-        assert len(units) == len(set(units))
-        readers = world_size * workers
-        if len(files) >= readers:  # whole files
-            assert sorted(units) == sorted((f, None) for f in files)
-        else:  # row groups: 11 of them
-            assert sorted(units) == sorted((f, g) for f, n in zip(files, (4, 1, 6)) for g in range(n))
-        if readers <= 11:
-            assert all(seen.values()), "a reader without work while units are left"
-
-
-def test_reader_slots_are_distinct_for_every_rank_and_worker(monkeypatch):
-    slots = set()
-    for rank in range(3):
-        for worker in range(4):
-            info = SimpleNamespace(num_workers=4, id=worker)
-            monkeypatch.setattr(torch_dataset, "get_worker_info", lambda info=info: info)
-            slots.add(torch_dataset._reader_slot(rank, 3))
-    assert slots == {(s, 12) for s in range(12)}
-
-
-def test_epochs_reshuffle_the_assignment(files, monkeypatch):
-    first = units_of_every_reader(files, 2, 2, 0, monkeypatch)
-    second = units_of_every_reader(files, 2, 2, 1, monkeypatch)
-    assert first != second
-    assert units_of_every_reader(files, 2, 2, 0, monkeypatch) == first  # deterministic per epoch
+@pytest.mark.parametrize("persistent", [False, True])
+def test_dataloader_ranks_and_workers_read_each_image_once_and_reshuffle(files, persistent):
+    all_keys = {f"{i}-{r}" for i, n in enumerate((7, 2, 4)) for r in range(n)}  # 13 images
+    ranks = [run_epochs(files, rank, 2, 2, persistent) for rank in range(2)]
+    for epoch in range(2):
+        per_rank = [ranks[rank][epoch] for rank in range(2)]
+        assert [len(keys) for keys in per_rank] == [6, 6]  # 13 // 2 each; one image left out this epoch
+        read = per_rank[0] + per_rank[1]
+        assert len(read) == len(set(read)) == 12 and set(read) <= all_keys
+    assert ranks[0][0] != ranks[0][1]  # epoch 1 is not epoch 0 again, persistent workers or not

@@ -7,10 +7,14 @@
         ds.set_epoch(epoch)
         for batch in loader: ...
 
-Work is split by (file, row group) across DataLoader workers and distributed ranks
-(``torch.distributed`` when initialized, else ``rank``/``world_size``) so that no two readers share an
-image; the split is reshuffled each epoch with the same seed everywhere. Within a reader, a shuffle
-buffer mixes images. Each image yields up to ``regions_per_image`` regions sampled without replacement
+Work is split by rows across distributed ranks (``torch.distributed`` when initialized, else
+``rank``/``world_size``) and DataLoader workers (``plan_rows``): every rank yields the same number of
+images per epoch, whatever the files' row counts (DDP steps in lockstep), and no two readers share an
+image. The remainder (images mod world_size) is left out, different images each epoch
+(``remainder="drop"``, the default), or filled from the start (``"pad"``). The split is reshuffled
+each epoch with the same seed everywhere, also with ``persistent_workers``. Within a reader, a
+shuffle buffer mixes images. ``skip_images_without_regions`` filters after the split, so ranks can
+then differ by the images skipped: for DDP, drop them at write time (``--drop_images_without_regions``). Each image yields up to ``regions_per_image`` regions sampled without replacement
 (CLOC sampled 4), padded to that count with ``valid`` False, boxes in training-input pixels
 (``vesl.training.transforms``), and, with ``patch_size``, patch-level targets
 (``vesl.training.patches``). Images come from the Parquet ``image`` column (runs with
@@ -47,16 +51,73 @@ def expand_sources(source: str | Sequence[str]) -> list[str]:
     return expand_patterns(patterns, keep=lambda path: path.endswith(".parquet"))
 
 
-def _reader_slot(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    """(this reader's index, number of readers) over all ranks and DataLoader workers."""
+def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
     if rank is None or world_size is None:
         if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
-            rank, world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
-        else:
-            rank, world_size = 0, 1
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+    return rank, world_size
+
+
+def _worker() -> tuple[int, int]:
     info = get_worker_info() if torch is not None else None
-    workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
-    return rank * workers + worker, world_size * workers
+    return (info.id, info.num_workers) if info is not None else (0, 1)
+
+
+RowSlice = tuple[str, int, int, int]  # (file, row group, first row, end row) within that row group
+
+
+def plan_rows(
+    groups: Sequence[tuple[str, int, int]],
+    seed: int,
+    epoch: int,
+    rank: int,
+    world_size: int,
+    worker: int = 0,
+    num_workers: int = 1,
+    remainder: str = "drop",
+) -> list[RowSlice]:
+    """The rows one reader (a DataLoader worker of a rank) reads in an epoch, as row-group slices.
+
+    ``groups``: every (file, row group, rows) of the dataset, in file order. The row groups are
+    shuffled with (seed, epoch), the same on every rank, and laid end to end; each rank takes an
+    equal contiguous run of that sequence, so every rank yields the same number of images (DDP
+    steps in lockstep) and a row group is read by at most two ranks. The remainder (rows mod
+    world_size): ``drop`` leaves out the last rows of the shuffled sequence, different ones each
+    epoch, so every image is read at most once per epoch and exactly once when the count divides;
+    ``pad`` fills the last ranks from the start of the sequence, so every image is read at least
+    once. Within a rank, its workers take contiguous parts differing by at most one row."""
+    if remainder not in ("drop", "pad"):
+        raise ValueError(f"remainder must be 'drop' or 'pad', got {remainder!r}")
+    order = list(groups)
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    total = sum(rows for _, _, rows in order)
+    if total == 0:
+        return []
+    per_rank = total // world_size if remainder == "drop" else -(-total // world_size)
+    start = rank * per_rank
+    share, extra = divmod(per_rank, num_workers)
+    start += worker * share + min(worker, extra)
+    count = share + (1 if worker < extra else 0)
+    return _take(order, total, start % total, count)
+
+
+def _take(order: Sequence[tuple[str, int, int]], total: int, start: int, count: int) -> list[RowSlice]:
+    """``count`` rows of the row-group sequence from global row ``start``, wrapping at the end."""
+    slices: list[RowSlice] = []
+    while count > 0:
+        offset = 0
+        for path, group, rows in order:
+            if count <= 0:
+                break
+            if offset + rows > start:  # this row group holds row ``start``
+                lo = start - offset
+                n = min(rows - lo, count)
+                slices.append((path, group, lo, lo + n))
+                count, start = count - n, start + n
+            offset += rows
+        start = 0  # "pad": go on from the first row
+    return slices
 
 
 class VeslRegionDataset(IterableDataset):
@@ -74,6 +135,7 @@ class VeslRegionDataset(IterableDataset):
         skip_images_without_regions: bool = False,
         image_loader: Callable[[dict], bytes] | None = None,
         max_image_pixels: int = 89_478_485,
+        remainder: str = "drop",
     ):
         self.files = expand_sources(source)
         self.transform = TrainingTransform(size, mode)
@@ -85,53 +147,59 @@ class VeslRegionDataset(IterableDataset):
         self.skip_images_without_regions = skip_images_without_regions
         self.image_loader = image_loader
         self.max_image_pixels = max_image_pixels
+        self.remainder = remainder
         self.epoch = 0
-        self._units: list[tuple[str, int | None]] | None = None
+        self._iterations = 0  # iterations since set_epoch: the epoch count of a persistent worker
+        self._groups: list[tuple[str, int, int]] | None = None
 
     def set_epoch(self, epoch: int) -> None:
+        """Call before each epoch. With ``persistent_workers`` the workers keep their own copy of
+        the dataset and never see this call: each of them then counts its epochs itself (every
+        new iteration is the next epoch), so epochs reshuffle either way."""
         self.epoch = epoch
+        self._iterations = 0
 
     # -- splitting -------------------------------------------------------------------------------
-    def units(self, readers: int) -> list[tuple[str, int | None]]:
-        """Whole files when there are enough for every reader, else (file, row group) pairs."""
-        if len(self.files) >= readers:
-            return [(f, None) for f in self.files]
-        if self._units is None:
+    def row_groups(self) -> list[tuple[str, int, int]]:
+        """(file, row group, rows) of every file, from the Parquet footers (read once)."""
+        if self._groups is None:
             import fsspec
             import pyarrow.parquet as pq
 
-            units = []
+            groups = []
             for f in self.files:
                 with fsspec.open(f, "rb") as fh:
-                    units += [(f, g) for g in range(pq.ParquetFile(fh).num_row_groups)]
-            self._units = units
-        return self._units
+                    meta = pq.ParquetFile(fh).metadata
+                groups += [(f, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
+            self._groups = groups
+        return self._groups
 
-    def my_units(self) -> list[tuple[str, int | None]]:
-        slot, readers = _reader_slot(self.rank, self.world_size)
-        units = list(self.units(readers))
-        random.Random(self.seed * 1_000_003 + self.epoch).shuffle(units)
-        return units[slot::readers]
+    def my_rows(self, epoch: int | None = None) -> list[RowSlice]:
+        rank, world_size = _rank_and_world(self.rank, self.world_size)
+        worker, workers = _worker()
+        epoch = self.epoch if epoch is None else epoch
+        return plan_rows(self.row_groups(), self.seed, epoch, rank, world_size, worker, workers, self.remainder)
 
     # -- reading ---------------------------------------------------------------------------------
-    def _rows(self, unit: tuple[str, int | None]) -> Iterator[dict]:
+    def _rows(self, piece: RowSlice) -> Iterator[dict]:
         import fsspec
         import pyarrow.parquet as pq
 
-        path, group = unit
+        path, group, lo, hi = piece
         with fsspec.open(path, "rb") as fh:
             pf = pq.ParquetFile(fh)
             columns = [c for c in COLUMNS if c in pf.schema_arrow.names]
-            groups = range(pf.num_row_groups) if group is None else [group]
-            for g in groups:
-                yield from pf.read_row_group(g, columns=columns).to_pylist()
+            yield from pf.read_row_group(group, columns=columns).slice(lo, hi - lo).to_pylist()
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        slot, _ = _reader_slot(self.rank, self.world_size)
-        rng = random.Random((self.seed * 1_000_003 + self.epoch) * 7919 + slot)
+        epoch = self.epoch + self._iterations
+        self._iterations += 1
+        rank, _ = _rank_and_world(self.rank, self.world_size)
+        worker, _ = _worker()
+        rng = random.Random(((self.seed * 1_000_003 + epoch) * 7919 + rank) * 104_729 + worker)
         buffer: list[dict] = []
-        for unit in self.my_units():
-            for row in self._rows(unit):
+        for piece in self.my_rows(epoch):
+            for row in self._rows(piece):
                 if self.skip_images_without_regions and not row["regions"]:
                     continue
                 buffer.append(row)
