@@ -15,7 +15,7 @@ SAMPLE_DIR ?= out/sample
 CHECKPOINT ?= google/owlv2-large-patch14-finetuned
 RUNNER ?= FnApiRunner
 
-.PHONY: setup nltk-data sample test test-fast tf-venv mutation lint format lock clean help dataflow-dryrun dataflow-submit dataflow-image fixtures
+.PHONY: setup nltk-data sample test test-fast consumer-venvs mutation lint format lock clean help dataflow-dryrun dataflow-submit dataflow-image fixtures
 
 help:
 	@echo "make sample   set up .venv, build sample shards, run VESL on them (DirectRunner) -> $(SAMPLE_DIR)"
@@ -57,7 +57,7 @@ sample: setup
 	  --write_image_bytes true --runner $(RUNNER)
 	@echo "  report: $$($(PYTHON) -m vesl.report $(SAMPLE_DIR))"
 
-test: setup lint tf-venv
+test: setup lint consumer-venvs
 	$(PYTHON) -m pytest -q
 
 test-fast: setup
@@ -71,12 +71,15 @@ mutation: setup
 	$(VENV)/bin/mutmut run --max-children $$(nproc)
 	$(VENV)/bin/mutmut results
 
-# TensorFlow's pins conflict with VESL's: its tests run in .cache/venvs/tensorflow (built once, needs
-# PyPI). When it cannot be built, say so; those tests then skip, naming the reason.
-tf-venv:
+# Real consumers whose pins conflict with VESL's (TensorFlow, HF datasets): their tests run in
+# .cache/venvs/NAME (built once, needs PyPI). When one cannot be built, say so; its tests then skip,
+# naming the reason.
+consumer-venvs:
 	@mkdir -p .cache
-	@PY=$(PY) tests/tf_venv.sh >/dev/null 2>.cache/tf-venv.log || \
-	  echo "make test: WARNING: the TensorFlow venv could not be built ($$(tail -n 1 .cache/tf-venv.log)); its tests will skip"
+	@for name in tensorflow hf-datasets; do \
+	  PY=$(PY) tests/consumer_venv.sh $$name >/dev/null 2>.cache/$$name-venv.log || \
+	    echo "make test: WARNING: the $$name venv could not be built ($$(tail -n 1 .cache/$$name-venv.log)); its tests will skip"; \
+	done
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check vesl pipelines tests bench

@@ -166,7 +166,48 @@ def plan_run(shards: list[InputShard], layout: OutputLayout, config: VeslConfig,
             committed[stats["shard_id"]] = stats["counts"]
     with fsspec.open(layout.folder_config_path, "w") as f:
         json.dump({"config_digest": mine, "config": config.to_dict()}, f, indent=2, sort_keys=True)
+    write_dataset_card(layout, config)
     return RunPlan([ids[i] for i in sorted(ids) if i not in committed], committed)
+
+
+CARD_MARK = "<!-- written by VESL -->"
+
+
+def write_dataset_card(layout: OutputLayout, config: VeslConfig) -> None:
+    """``OUTPUT/README.md``: a Hugging Face dataset card whose ``configs`` name the Parquet files, so
+    ``datasets.load_dataset(OUTPUT)`` reads them (without it, it picks the JSON files of rejects and
+    stats). A README.md that VESL did not write is left alone."""
+    fs, path = fsspec.core.url_to_fs(layout.card_path)
+    if fs.exists(path):
+        with fs.open(path, "r") as f:
+            if CARD_MARK not in f.read(4096):
+                logging.getLogger("vesl").warning("%s exists and is not VESL's: no dataset card written", path)
+                return
+    import yaml
+
+    from vesl.schema import hf_card_features
+
+    front = {
+        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "parquet/*.parquet"}]}],
+        "dataset_info": {"features": hf_card_features()},
+    }
+    card = f"""---
+{yaml.safe_dump(front, sort_keys=False).strip()}
+---
+{CARD_MARK}
+# Region-text data made by VESL
+
+One row per image: its caption, the phrases parsed from it and the regions the detector found
+(`regions[].box`: normalized xyxy on the original image). Rejected records and their reasons are in
+`rejects/`, counts in `summary.json`. Preset `{config.preset}`, config digest `{config.digest()}`.
+
+```python
+import datasets
+ds = datasets.load_dataset("path/to/this/folder", split="train")
+```
+"""
+    with fs.open(path, "w") as f:
+        f.write(card)
 
 
 def is_dry_run(options: PipelineOptions) -> bool:

@@ -41,19 +41,28 @@ def tiny_captioner(tmp_path_factory) -> str:
     return str(write_tiny_captioner(tmp_path_factory.mktemp("tiny-captioner"), seed=0))
 
 
-TF_VENV_PYTHON = Path(__file__).resolve().parents[1] / ".cache" / "venvs" / "tensorflow" / "bin" / "python"
+VENVS = Path(__file__).resolve().parents[1] / ".cache" / "venvs"
+
+
+def consumer_python(name: str, env_var: str) -> str:
+    """A real consumer's venv python (tests/consumer_venv.sh NAME; ``make test`` builds them). Their
+    pins conflict with VESL's, so they run there, in a subprocess, never in this process."""
+    import os
+
+    python = os.environ.get(env_var) or str(VENVS / name / "bin" / "python")
+    if not Path(python).exists():
+        pytest.skip(
+            f"the {name} venv could not be built ({python} is missing): run tests/consumer_venv.sh {name}; "
+            "make test builds it and says why when it cannot"
+        )
+    return python
 
 
 @pytest.fixture(scope="session")
 def tf_python() -> str:
-    """The TensorFlow venv's python (tests/tf_venv.sh; ``make test`` builds it). TensorFlow's pins
-    conflict with VESL's, so TensorFlow runs there, in a subprocess, never in this process."""
-    import os
+    return consumer_python("tensorflow", "VESL_TF_PYTHON")
 
-    python = os.environ.get("VESL_TF_PYTHON") or str(TF_VENV_PYTHON)
-    if not Path(python).exists():
-        pytest.skip(
-            f"the TensorFlow venv could not be built ({python} is missing): run tests/tf_venv.sh; "
-            "make test builds it and says why when it cannot"
-        )
-    return python
+
+@pytest.fixture(scope="session")
+def hf_python() -> str:
+    return consumer_python("hf-datasets", "VESL_HF_PYTHON")

@@ -88,9 +88,54 @@ PARQUET_FIELDS = [
 ]
 
 
+def hf_feature(arrow_type: pa.DataType, image: bool = False) -> dict[str, Any]:
+    """The Hugging Face ``datasets`` feature (its JSON form, ``Features.to_dict``) for an Arrow type
+    of VESL's schema; ``image``: binary image bytes, which ``datasets`` decodes as ``datasets.Image``."""
+    if image:
+        return {"_type": "Image"}
+    if pa.types.is_struct(arrow_type):
+        return {f.name: hf_feature(f.type) for f in arrow_type}
+    if pa.types.is_fixed_size_list(arrow_type):
+        return {"_type": "List", "feature": hf_feature(arrow_type.value_type), "length": arrow_type.list_size}
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        return {"_type": "List", "feature": hf_feature(arrow_type.value_type)}
+    dtype = {"float": "float32", "double": "float64", "halffloat": "float16"}.get(str(arrow_type), str(arrow_type))
+    return {"_type": "Value", "dtype": dtype}
+
+
+def hf_card_features(fields: list[pa.Field] | None = None) -> list[dict[str, Any]]:
+    """The same features in a dataset card's YAML form (``dataset_info.features``), as ``datasets``
+    writes it (``Features._to_yaml_list``). From the card, ``datasets`` casts the Parquet columns to
+    these features, which turns the binary ``image`` column into ``datasets.Image``."""
+
+    def simplify(value: dict[str, Any]) -> Any:
+        if list(value) == ["dtype"]:
+            return value["dtype"]
+        if list(value) == ["struct"]:
+            return value["struct"]
+        return value
+
+    def to_yaml(feature: dict[str, Any]) -> dict[str, Any]:
+        kind = feature.get("_type")
+        if kind == "List":
+            out = {"list": simplify(to_yaml(feature["feature"]))}
+            return {**out, "length": feature["length"]} if "length" in feature else out
+        if kind == "Value":
+            return {"dtype": feature["dtype"]}
+        if kind == "Image":
+            return {"dtype": "image"}
+        return {"struct": [{"name": name, **to_yaml(sub)} for name, sub in feature.items()]}
+
+    fields = PARQUET_FIELDS if fields is None else fields
+    return [{"name": f.name, **to_yaml(hf_feature(f.type, image=f.name == "image"))} for f in fields]
+
+
 def parquet_schema(config_json: str | None = None) -> pa.Schema:
     """The Arrow schema of the region Parquet files, with the version (and config) as metadata."""
-    metadata = {METADATA_SCHEMA_VERSION: SCHEMA_VERSION.encode(), METADATA_BOX_CONVENTION: BOX_CONVENTION.encode()}
+    metadata = {
+        METADATA_SCHEMA_VERSION: SCHEMA_VERSION.encode(),
+        METADATA_BOX_CONVENTION: BOX_CONVENTION.encode(),
+    }
     if config_json is not None:
         metadata[METADATA_CONFIG] = config_json.encode()
     return pa.schema(PARQUET_FIELDS, metadata=metadata)

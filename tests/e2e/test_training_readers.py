@@ -157,6 +157,33 @@ def test_numpy_reader_and_tf_data(output, tf_python, tmp_path):
             assert sorted(result[read], key=lambda e: e["image/key"]) == expected, read
 
 
+def test_hf_datasets_loads_the_output_folder_with_images(output, hf_python):
+    """datasets 5.2 (its own venv): load_dataset(OUTPUT_DIR) reads parquet/ through the folder's
+    dataset card (not the JSON files of rejects and stats), and the image bytes load as
+    datasets.Image (PIL images of the rows' sizes); boxes are the Parquet's."""
+    done = subprocess.run(
+        [hf_python, str(ROOT / "tests" / "hf_checks.py"), str(output)],
+        env={**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(output.parent / "hf-home")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["datasets"] == "5.2.0" and result["features"]["image"] == "Image"
+    assert result["features"]["regions"] == "List"
+    rows = {r["key"]: r for r in result["rows"]}
+    assert set(rows) == all_keys(output)
+    for r in rows.values():
+        assert r["image"] == ["PIL", r["width"], r["height"]]
+    table = {
+        row["key"]: [list(map(float, g["box"])) for g in row["regions"]]
+        for f in (output / "parquet").glob("*.parquet")
+        for row in pq.read_table(f, columns=["key", "regions"]).to_pylist()
+    }
+    assert {k: r["boxes"] for k, r in rows.items()} == table
+
+
 def tf_values(example: dict) -> dict:
     """The numpy reader's example as tests/tf_checks.py prints TensorFlow's (hex bytes, float bits),
     over the features VESL's tf.data spec declares, lists padded as parse_single_example fills them."""

@@ -5,6 +5,7 @@
     OUTPUT/rejects/SHARD.jsonl         one JSON object per rejected record of that shard
     OUTPUT/stats/SHARD.json            the shard's counts; written last: its presence commits the shard
     OUTPUT/summary.json                counts of every committed shard of the run, config, provenance
+    OUTPUT/README.md                   a dataset card: ``datasets.load_dataset(OUTPUT)`` reads parquet/
     OUTPUT/_config.json                the configuration every committed shard of the folder was made with
     OUTPUT/_lease.json                 the run that owns the folder now (``vesl.io.lease``)
     OUTPUT/_temporary/RUN_ID/          files being written by run RUN_ID (removed when it ends)
@@ -33,6 +34,7 @@ OWNED_NAMES = (
     "summary.json",
     "report.html",
     FOLDER_CONFIG,
+    "README.md",
     "_lease.json",
     "_lease.json.lock",
 )
@@ -86,6 +88,10 @@ class OutputLayout:
     @property
     def temp_parent(self) -> str:
         return self._join(TEMP_DIR)
+
+    @property
+    def card_path(self) -> str:
+        return self._join("README.md")
 
     @property
     def folder_config_path(self) -> str:
