@@ -53,7 +53,34 @@ def main() -> None:
                 for k, v in parsed.items()
             }
         )
-    print(json.dumps({"tensorflow": tf.__version__, "vesl_reader": through_vesl, "bare": bare}))
+    # The keys the TF Object Detection API's TfExampleDecoder reads (object_detection/data_decoders/
+    # tf_example_decoder.py), parsed with its own types.
+    od_spec = {
+        "image/encoded": tf.io.FixedLenFeature((), tf.string, default_value=""),
+        "image/format": tf.io.FixedLenFeature((), tf.string, default_value="jpeg"),
+        "image/source_id": tf.io.FixedLenFeature((), tf.string, default_value=""),
+        "image/height": tf.io.FixedLenFeature((), tf.int64, default_value=1),
+        "image/width": tf.io.FixedLenFeature((), tf.int64, default_value=1),
+        "image/object/bbox/xmin": tf.io.VarLenFeature(tf.float32),
+        "image/object/bbox/ymin": tf.io.VarLenFeature(tf.float32),
+        "image/object/bbox/xmax": tf.io.VarLenFeature(tf.float32),
+        "image/object/bbox/ymax": tf.io.VarLenFeature(tf.float32),
+        "image/object/class/label": tf.io.VarLenFeature(tf.int64),
+        "image/object/class/text": tf.io.VarLenFeature(tf.string),
+    }
+    od_api = []
+    for serialized in tf.data.TFRecordDataset(files, compression_type=compression):
+        parsed = tf.io.parse_single_example(serialized, od_spec)
+        od_api.append(
+            {
+                "source_id": parsed["image/source_id"].numpy().decode(),
+                "format": parsed["image/format"].numpy().decode(),
+                "labels": tf.sparse.to_dense(parsed["image/object/class/label"]).numpy().tolist(),
+                "texts": [t.decode() for t in tf.sparse.to_dense(parsed["image/object/class/text"]).numpy().tolist()],
+                "xmin": len(tf.sparse.to_dense(parsed["image/object/bbox/xmin"]).numpy()),
+            }
+        )
+    print(json.dumps({"tensorflow": tf.__version__, "vesl_reader": through_vesl, "bare": bare, "od_api": od_api}))
 
 
 if __name__ == "__main__":

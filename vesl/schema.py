@@ -21,7 +21,7 @@ import pyarrow as pa
 from vesl import __version__
 from vesl.records import ImageRecord, LabeledImage, Phrase, Region
 
-SCHEMA_VERSION = "1.1.0"  # 1.1: generated_caption, caption_source, provenance.captioner
+SCHEMA_VERSION = "1.2.0"  # 1.1: generated_caption, caption_source, provenance.captioner; 1.2: TF OD API class keys, image_format lower case
 BOX_CONVENTION = "xyxy, normalized to the original image as displayed (EXIF orientation applied), origin top-left"
 METADATA_SCHEMA_VERSION = b"vesl.schema_version"
 METADATA_CONFIG = b"vesl.config"
@@ -167,7 +167,7 @@ def to_parquet_row(labeled: LabeledImage, provenance: Provenance, include_image:
             }
             for r in labeled.regions
         ],
-        "image_format": record.image_format,
+        "image_format": stored_format(record.image_format),
         "image": record.image_bytes if include_image else None,
         "provenance": asdict(provenance),
     }
@@ -185,7 +185,7 @@ def from_parquet_row(row: dict[str, Any]) -> tuple[LabeledImage, Provenance]:
         generated_caption=row.get("generated_caption"),
         width=row["width"],
         height=row["height"],
-        image_format=row.get("image_format"),
+        image_format=(row.get("image_format") or "").upper() or None,
     )
     regions = tuple(
         Region(
@@ -219,7 +219,10 @@ class TFKeys:
     BBOX_YMIN = "image/object/bbox/ymin"
     BBOX_XMAX = "image/object/bbox/xmax"
     BBOX_YMAX = "image/object/bbox/ymax"
-    OBJECT_TEXT = "image/object/text"
+    # The TF Object Detection API's names: class/text is the region's phrase; class/label is
+    # 1 + the phrase's index among the image's queries (per-image labels, 0 is the OD API's background).
+    OBJECT_TEXT = "image/object/class/text"
+    OBJECT_LABEL = "image/object/class/label"
     OBJECT_SCORE = "image/object/score"
     OBJECT_OBJECTNESS = "image/object/objectness"
     OBJECT_CHAR_START = "image/object/char_start"
@@ -235,6 +238,12 @@ class TFKeys:
     SOURCE_SHARD = "vesl/source_shard"
     SOURCE_INDEX = "vesl/source_index"
     PROVENANCE_PREFIX = "vesl/provenance/"  # + each Provenance field, e.g. vesl/provenance/schema_version
+
+
+def stored_format(pillow_format: str | None) -> str | None:
+    """The encoded format as both outputs store it: lower case ("jpeg", "png"), as the TF Object
+    Detection API's ``image/format``; records carry Pillow's name ("JPEG") inside the pipeline."""
+    return pillow_format.lower() if pillow_format else None
 
 
 def _b(values) -> tuple[str, list[bytes]]:
@@ -253,12 +262,13 @@ def to_tf_features(
         k.CAPTION: _b([record.caption]),
         k.GENERATED_CAPTION: _b([record.generated_caption or ""]),
         k.URL: _b([record.url or ""]),
-        k.FORMAT: _b([(record.image_format or "").lower()]),
+        k.FORMAT: _b([stored_format(record.image_format) or ""]),
         k.BBOX_XMIN: ("float", [r.box[0] for r in regions]),
         k.BBOX_YMIN: ("float", [r.box[1] for r in regions]),
         k.BBOX_XMAX: ("float", [r.box[2] for r in regions]),
         k.BBOX_YMAX: ("float", [r.box[3] for r in regions]),
         k.OBJECT_TEXT: _b([r.phrase for r in regions]),
+        k.OBJECT_LABEL: ("int64", [r.query_index + 1 for r in regions]),
         k.OBJECT_SCORE: ("float", [r.score for r in regions]),
         k.OBJECT_OBJECTNESS: ("float", [r.objectness for r in regions]),
         k.OBJECT_CHAR_START: ("int64", [r.char_start for r in regions]),

@@ -155,6 +155,18 @@ def test_numpy_reader_and_tf_data(output, tf_python, tmp_path):
         assert result["tensorflow"].startswith("2.21")
         for read in ("vesl_reader", "bare"):
             assert sorted(result[read], key=lambda e: e["image/key"]) == expected, read
+        # The OD API's decoder keys: class text and label per box, "jpeg" as image/format
+        parquet = {
+            row["key"]: row
+            for f in (output / "parquet").glob("*.parquet")
+            for row in pq.read_table(f, columns=["key", "regions", "image_format"]).to_pylist()
+        }
+        assert {o["source_id"] for o in result["od_api"]} == set(parquet)
+        for o in result["od_api"]:
+            row = parquet[o["source_id"]]
+            assert o["format"] == row["image_format"] == "jpeg"
+            assert o["texts"] == [r["phrase"] for r in row["regions"]] and o["xmin"] == len(row["regions"])
+            assert o["labels"] == [r["query_index"] + 1 for r in row["regions"]] and all(v >= 1 for v in o["labels"])
 
 
 def test_hf_datasets_loads_the_output_folder_with_images(output, hf_python):

@@ -32,6 +32,7 @@ FEATURE_TYPES: dict[str, tuple[str, bool]] = {
     TFKeys.BBOX_XMAX: ("float", False),
     TFKeys.BBOX_YMAX: ("float", False),
     TFKeys.OBJECT_TEXT: ("bytes", False),
+    TFKeys.OBJECT_LABEL: ("int64", False),
     TFKeys.OBJECT_SCORE: ("float", False),
     TFKeys.OBJECT_OBJECTNESS: ("float", False),
     TFKeys.OBJECT_CHAR_START: ("int64", False),
