@@ -110,11 +110,11 @@ def test_degenerate_boxes_in_either_direction_and_nms_with_two_boxes():
 
 
 def test_min_side_needs_the_image_size_and_is_off_at_zero():
-    small = detections([[0, 0, 0.001, 0.5]], [0.9])  # 0.2 px wide on the 200 px image
+    small = detections([[0, 0, 0.0078125, 0.5]], [0.9])  # 1.5625 px wide on the 200 px image
     assert len(filter_detections(RECORD, small, FilterConfig(min_box_side_px=0)).regions) == 1
-    assert len(filter_detections(RECORD, small, FilterConfig(min_box_side_px=1)).regions) == 0
+    assert len(filter_detections(RECORD, small, FilterConfig(min_box_side_px=2)).regions) == 0
     sizeless = ImageRecord("k", "s", 0, "a cat", b"", None, RECORD.phrases, None, None)
-    assert len(filter_detections(sizeless, small, FilterConfig(min_box_side_px=1)).regions) == 1
+    assert len(filter_detections(sizeless, small, FilterConfig(min_box_side_px=2)).regions) == 1
 
 
 def test_an_image_without_regions_fails_the_min_score_rule():
@@ -123,3 +123,12 @@ def test_an_image_without_regions_fails_the_min_score_rule():
     assert reason == Reason.NO_CONFIDENT_BOX and detail == "best box score 0.000 < 0.3"
     reason, detail = image_reject_reason(empty, FilterConfig(drop_images_without_regions=True))
     assert reason == Reason.NO_REGIONS and detail == "no region kept (2 phrases)"
+
+
+def test_boxes_under_one_original_pixel_are_dropped_and_counted():
+    # RECORD is 200 x 100 px: 0.004 of its width is 0.8 px, 0.008 of its height is 0.8 px
+    det = detections([[0, 0, 0.004, 0.5], [0, 0, 0.5, 0.008], [0, 0, 0.0078125, 0.015625], [0, 0, 0.5, 0.5]], [0.9] * 4)
+    out = filter_detections(RECORD, det, FilterConfig())
+    assert len(out.regions) == 2 and dict(out.region_drops) == {"sub_pixel": 2}  # 1.5625 px x 1.5625 px stays
+    sizeless = ImageRecord("k", "s", 0, "a cat", b"", None, RECORD.phrases, None, None)
+    assert len(filter_detections(sizeless, det, FilterConfig()).regions) == 4  # no size, no pixel rule

@@ -2,7 +2,8 @@
 
 Region rules, in order (each dropped candidate is counted under its reason):
 ``below_threshold`` (score <= score_threshold), ``degenerate_box`` (zero width or height after
-clipping to the image), ``too_small`` (a side under ``min_box_side_px`` original pixels), ``nms``
+clipping to the image), ``sub_pixel`` (a side under one pixel of the original image, always),
+``too_small`` (a side under ``min_box_side_px`` original pixels), ``nms``
 (class-agnostic, IoU > nms_iou with a better box), ``over_cap`` (beyond ``max_regions_per_image``).
 Image rules: ``keep_image_min_score`` (OWL-ST) and ``drop_images_without_regions`` (GRIT) reject the
 image with a reason; otherwise an image with zero regions is written and counted.
@@ -35,6 +36,8 @@ def filter_detections(record: ImageRecord, detections: Detections, cfg: FilterCo
     drop(scores <= cfg.score_threshold, "below_threshold")
     widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     drop((widths <= 0) | (heights <= 0), "degenerate_box")
+    if record.width and record.height:  # under one original pixel on a side: no region to learn from
+        drop((widths * record.width < 1) | (heights * record.height < 1), "sub_pixel")
     if cfg.min_box_side_px > 0 and record.width and record.height:
         drop(
             (widths * record.width < cfg.min_box_side_px) | (heights * record.height < cfg.min_box_side_px), "too_small"
