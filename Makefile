@@ -76,7 +76,7 @@ mutation: setup
 # naming the reason.
 consumer-venvs:
 	@mkdir -p .cache
-	@for name in tensorflow hf-datasets; do \
+	@for name in tensorflow hf-datasets readers; do \
 	  PY=$(PY) tests/consumer_venv.sh $$name >/dev/null 2>.cache/$$name-venv.log || \
 	    echo "make test: WARNING: the $$name venv could not be built ($$(tail -n 1 .cache/$$name-venv.log)); its tests will skip"; \
 	done

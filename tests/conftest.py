@@ -66,3 +66,8 @@ def tf_python() -> str:
 @pytest.fixture(scope="session")
 def hf_python() -> str:
     return consumer_python("hf-datasets", "VESL_HF_PYTHON")
+
+
+@pytest.fixture(scope="session")
+def readers_python() -> str:
+    return consumer_python("readers", "VESL_READERS_PYTHON")

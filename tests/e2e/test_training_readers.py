@@ -196,6 +196,23 @@ def test_hf_datasets_loads_the_output_folder_with_images(output, hf_python):
     assert {k: r["boxes"] for k, r in rows.items()} == table
 
 
+def test_a_reader_only_install_reads_the_output(output, readers_python):
+    """VESL installed as a training host would (--no-deps + requirements/readers.txt: the newest
+    pyarrow, numpy, protobuf and pillow, no caps), without torch, TensorFlow, Beam or spaCy: the
+    numpy TFRecord reader and the dataset (numpy arrays without torch) read every image."""
+    done = subprocess.run(
+        [readers_python, str(ROOT / "tests" / "readers_checks.py"), str(output)],
+        cwd="/",  # not the repository: the installed copy must be what runs
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["tfrecord_keys"] == result["parquet_keys"] == sorted(all_keys(output))
+    assert set(result["absent"]) == {"torch", "tensorflow", "apache_beam", "spacy", "transformers", "nltk"}
+
+
 def tf_values(example: dict) -> dict:
     """The numpy reader's example as tests/tf_checks.py prints TensorFlow's (hex bytes, float bits),
     over the features VESL's tf.data spec declares, lists padded as parse_single_example fills them."""
