@@ -3,10 +3,14 @@
     python -m vesl.export grit OUTPUT_DIR DEST.parquet [--limit N]   # GRIT-compatible rows (snappy Parquet)
     python -m vesl.export coco OUTPUT_DIR DEST.json [--limit N]      # COCO-style detection JSON
 
-GRIT rows (Kosmos-2's GRIT-20M layout): key, url, caption, width, height, noun_chunks and ref_exps,
-each a list of [start_char, end_char, x_min, y_min, x_max, y_max, score] with coordinates normalized
-to the original image (VESL's stored convention is GRIT's). VESL's regions go to ``noun_chunks``;
-``ref_exps`` repeats them, as GRIT does for chunks without an expansion.
+GRIT rows: GRIT-20M's published Parquet schema exactly (columns, order and types: key,
+clip_similarity_vitb32, clip_similarity_vitl14, id, url, caption, width, height, noun_chunks,
+ref_exps), so an export concatenates with a GRIT-20M shard. noun_chunks and ref_exps are lists of
+[start_char, end_char, x_min, y_min, x_max, y_max, score] with coordinates normalized to the original
+image (VESL's stored convention is GRIT's). VESL's regions go to ``noun_chunks``; ``ref_exps``
+repeats them, as GRIT does for chunks without an expansion. VESL computes no CLIP similarity: those
+two columns are null. ``id`` is a stable 63-bit number from the key. Images without a box are left
+out, as GRIT leaves them out (the count is printed).
 
 COCO: one category per distinct phrase (COCO tools need category ids), boxes as [x, y, w, h] in
 pixels of the original image, ``score`` kept, and each annotation's ``phrase``/``char_start``/
@@ -31,6 +35,9 @@ GRIT_CHUNK = pa.list_(pa.list_(pa.float64()))
 GRIT_SCHEMA = pa.schema(
     [
         pa.field("key", pa.string()),
+        pa.field("clip_similarity_vitb32", pa.float64()),
+        pa.field("clip_similarity_vitl14", pa.float64()),
+        pa.field("id", pa.int64()),
         pa.field("url", pa.string()),
         pa.field("caption", pa.string()),
         pa.field("width", pa.int64()),
@@ -39,6 +46,13 @@ GRIT_SCHEMA = pa.schema(
         pa.field("ref_exps", GRIT_CHUNK),
     ]
 )
+
+
+def grit_id(key: str) -> int:
+    """A stable 63-bit id from the key (GRIT's ``id`` is an int64)."""
+    import hashlib
+
+    return int(hashlib.sha1(key.encode("utf-8")).hexdigest()[:15], 16)
 
 
 def iter_labeled(output_dir: str, limit: int | None = None) -> Iterator[LabeledImage]:
@@ -61,6 +75,9 @@ def grit_row(labeled: LabeledImage) -> dict[str, Any]:
     chunks = [[r.char_start, r.char_end, *r.box, r.score] for r in labeled.regions]
     return {
         "key": record.key,
+        "clip_similarity_vitb32": None,
+        "clip_similarity_vitl14": None,
+        "id": grit_id(record.key),
         "url": record.url,
         "caption": record.caption,
         "width": record.width,
@@ -71,9 +88,10 @@ def grit_row(labeled: LabeledImage) -> dict[str, Any]:
 
 
 def export_grit(output_dir: str, dest: str, limit: int | None = None) -> int:
+    """Rows written (images with at least one box)."""
     import pyarrow.parquet as pq
 
-    rows = [grit_row(item) for item in iter_labeled(output_dir, limit)]
+    rows = [grit_row(item) for item in iter_labeled(output_dir, limit) if item.regions]
     pq.write_table(pa.Table.from_pylist(rows, schema=GRIT_SCHEMA), dest, compression="snappy")
     return len(rows)
 

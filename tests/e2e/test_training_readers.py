@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -239,9 +240,36 @@ def tf_values(example: dict) -> dict:
 
 
 def test_exports_load_with_pyarrow_and_json(output, tmp_path):
-    assert export_grit(str(output), str(tmp_path / "grit.parquet")) == 9
+    boxed = sum(
+        bool(regions)
+        for f in (output / "parquet").glob("*.parquet")
+        for regions in pq.read_table(f, columns=["regions"]).column(0).to_pylist()
+    )
+    assert 0 < boxed <= 9 and export_grit(str(output), str(tmp_path / "grit.parquet")) == boxed
     table = pq.read_table(tmp_path / "grit.parquet")
     assert table.schema.equals(GRIT_SCHEMA)
+    # A row as GRIT-20M publishes it (its Parquet schema, written out here from the dataset card):
+    # the export concatenates with it.
+    grit_20m = pa.schema(
+        [
+            ("key", pa.string()), ("clip_similarity_vitb32", pa.float64()), ("clip_similarity_vitl14", pa.float64()),
+            ("id", pa.int64()), ("url", pa.string()), ("caption", pa.string()), ("width", pa.int64()),
+            ("height", pa.int64()), ("noun_chunks", pa.list_(pa.list_(pa.float64()))),
+            ("ref_exps", pa.list_(pa.list_(pa.float64()))),
+        ]
+    )  # fmt: skip
+    published = pa.table(
+        {
+            "key": ["000373938"], "clip_similarity_vitb32": [0.3359], "clip_similarity_vitl14": [0.2963],
+            "id": [155999996], "url": ["https://example.invalid/a.jpg"], "caption": ["A couple of horses"],
+            "width": [500], "height": [375], "noun_chunks": [[[0.0, 16.0, 0.1, 0.2, 0.9, 0.95, 0.71]]],
+            "ref_exps": [[[0.0, 16.0, 0.1, 0.2, 0.9, 0.95, 0.71]]],
+        },
+        schema=grit_20m,
+    )  # fmt: skip
+    both = pa.concat_tables([published, table])
+    assert both.num_rows == boxed + 1 and both.column("clip_similarity_vitb32").null_count == boxed
+    assert len(set(table.column("id").to_pylist())) == boxed
     row = table.to_pylist()[0]
     assert all(len(chunk) == 7 for chunk in row["noun_chunks"]) and row["ref_exps"] == row["noun_chunks"]
     assert export_coco(str(output), str(tmp_path / "coco.json"), limit=4) == 4
