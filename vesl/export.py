@@ -2,6 +2,7 @@
 
     python -m vesl.export grit OUTPUT_DIR DEST.parquet [--limit N]   # GRIT-compatible rows (snappy Parquet)
     python -m vesl.export coco OUTPUT_DIR DEST.json [--limit N]      # COCO-style detection JSON
+    python -m vesl.export coco-results OUTPUT_DIR DEST.json --gt instances.json   # a COCO results file
 
 GRIT rows: GRIT-20M's published Parquet schema exactly (columns, order and types: key,
 clip_similarity_vitb32, clip_similarity_vitl14, id, url, caption, width, height, noun_chunks,
@@ -15,6 +16,13 @@ out, as GRIT leaves them out (the count is printed).
 COCO: one category per distinct phrase (COCO tools need category ids), boxes as [x, y, w, h] in
 pixels of the original image, ``score`` kept, and each annotation's ``phrase``/``char_start``/
 ``char_end``/``caption`` as extra fields.
+
+COCO results (for ``COCO.loadRes`` and ``COCOeval`` against a ground-truth file): a list of
+{image_id, category_id, bbox [x, y, w, h] in pixels, score}. Images are matched to the ground truth by
+file name without extension (VESL's key; img2dataset keys of COCO URLs are those names), or by a key
+that is the image id's number. A region's category is the ground-truth category its phrase names: the
+phrase ends with the category's name, singular or plural ("two black cats" -> cat, "a traffic light"
+-> traffic light). Regions of unmatched images or naming no category are left out and counted.
 """
 
 from __future__ import annotations
@@ -137,6 +145,69 @@ def coco_document(items: list[LabeledImage]) -> dict[str, Any]:
     }
 
 
+def _plural_forms(name: str) -> set[str]:
+    return {name, name + "s", name + "es", name[:-1] + "ies" if name.endswith("y") else name}
+
+
+def phrase_category(phrase: str, categories: dict[str, int]) -> int | None:
+    """The id of the category ``phrase`` names (its last words), or None; the longest name wins."""
+    words = " ".join(phrase.lower().replace("-", " ").split())
+    best = None
+    for name, category_id in categories.items():
+        named = any(words == form or words.endswith(" " + form) for form in _plural_forms(name.lower()))
+        if named and (best is None or len(name) > len(best[0])):
+            best = (name, category_id)
+    return best[1] if best else None
+
+
+def coco_results(items: list[LabeledImage], gt: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """(results list, counts) for ``COCO.loadRes``."""
+    import posixpath
+
+    by_name = {posixpath.splitext(posixpath.basename(i["file_name"]))[0]: i["id"] for i in gt["images"]}
+    ids = {i["id"] for i in gt["images"]}
+    categories = {c["name"]: c["id"] for c in gt["categories"]}
+    results: list[dict[str, Any]] = []
+    counts = {"images_matched": 0, "images_unmatched": 0, "regions": 0, "regions_without_category": 0}
+    for item in items:
+        record = item.record
+        image_id = by_name.get(record.key)
+        if image_id is None and record.key.isdigit() and int(record.key) in ids:
+            image_id = int(record.key)
+        if image_id is None:
+            counts["images_unmatched"] += 1
+            continue
+        counts["images_matched"] += 1
+        for region in item.regions:
+            category_id = phrase_category(region.phrase, categories)
+            if category_id is None:
+                counts["regions_without_category"] += 1
+                continue
+            x0, y0, x1, y1 = region.box
+            w, h = (x1 - x0) * record.width, (y1 - y0) * record.height
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": category_id,
+                    "bbox": [round(x0 * record.width, 2), round(y0 * record.height, 2), round(w, 2), round(h, 2)],
+                    "score": round(region.score, 5),
+                }
+            )
+            counts["regions"] += 1
+    return results, counts
+
+
+def export_coco_results(output_dir: str, dest: str, gt_path: str, limit: int | None = None) -> dict[str, int]:
+    import fsspec
+
+    with fsspec.open(gt_path, "r") as f:
+        gt = json.load(f)
+    results, counts = coco_results(list(iter_labeled(output_dir, limit)), gt)
+    with open(dest, "w", encoding="utf-8") as f:
+        json.dump(results, f)
+    return counts
+
+
 def export_coco(output_dir: str, dest: str, limit: int | None = None) -> int:
     items = list(iter_labeled(output_dir, limit))
     with open(dest, "w", encoding="utf-8") as f:
@@ -146,11 +217,18 @@ def export_coco(output_dir: str, dest: str, limit: int | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("format", choices=["grit", "coco"])
+    parser.add_argument("format", choices=["grit", "coco", "coco-results"])
     parser.add_argument("output_dir")
     parser.add_argument("dest")
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--gt", default=None, help="coco-results: the COCO ground-truth JSON (instances_*.json)")
     args = parser.parse_args(argv)
+    if args.format == "coco-results":
+        if not args.gt:
+            parser.error("coco-results needs --gt")
+        counts = export_coco_results(args.output_dir, args.dest, args.gt, args.limit)
+        print(f"{args.dest}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        return 0
     n = (export_grit if args.format == "grit" else export_coco)(args.output_dir, args.dest, args.limit)
     print(f"{args.dest}: {n} images")
     return 0

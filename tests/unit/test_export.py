@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from vesl.export import export_grit
 from vesl.records import ImageRecord, LabeledImage, Phrase, Region
@@ -29,3 +30,74 @@ def test_grit_export_leaves_out_images_without_boxes_as_grit_does(tmp_path):
     (row,) = pq.read_table(tmp_path / "grit.parquet").to_pylist()
     assert row["key"] == "boxed" and row["clip_similarity_vitb32"] is None and isinstance(row["id"], int)
     assert [round(v, 6) for v in row["noun_chunks"][0]] == [0.0, 5.0, 0.1, 0.2, 0.5, 0.6, 0.75]
+
+
+def test_coco_results_load_and_evaluate_in_pycocotools(tmp_path, photo_samples):
+    """pycocotools (the real consumer): COCO.loadRes takes the results file VESL writes against a
+    COCO ground-truth file whose image ids are COCO's own (not 1..N), and COCOeval runs on it; a
+    region on the ground-truth box with its category's name scores AP 1 for that category."""
+    import json
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from vesl.export import export_coco_results, phrase_category
+    from vesl.vision.decode import decode_image
+
+    sizes = {p.key: decode_image(p.image, 10**8).image.size for p in photo_samples}
+    gt = {
+        "images": [
+            {"id": 397133, "file_name": "chelsea.jpg", "width": sizes["chelsea"][0], "height": sizes["chelsea"][1]},
+            {
+                "id": 37777,
+                "file_name": "motorcycle_right.jpg",
+                "width": sizes["motorcycle_right"][0],
+                "height": sizes["motorcycle_right"][1],
+            },
+        ],
+        "categories": [
+            {"id": 17, "name": "cat", "supercategory": "animal"},
+            {"id": 4, "name": "motorcycle", "supercategory": "vehicle"},
+        ],
+        "annotations": [],
+    }
+    boxes = {"chelsea": (0.25, 0.125, 0.75, 0.875), "motorcycle_right": (0.125, 0.25, 0.875, 0.75)}
+    for n, (key, category) in enumerate((("chelsea", 17), ("motorcycle_right", 4)), start=1):
+        w, h = sizes[key]
+        x0, y0, x1, y1 = boxes[key]
+        bbox = [x0 * w, y0 * h, (x1 - x0) * w, (y1 - y0) * h]
+        image_id = 397133 if key == "chelsea" else 37777
+        gt["annotations"].append(
+            {
+                "id": n,
+                "image_id": image_id,
+                "category_id": category,
+                "bbox": bbox,
+                "area": bbox[2] * bbox[3],
+                "iscrowd": 0,
+            }
+        )
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    items = []
+    for key, phrase in (
+        ("chelsea", "a grey tabby cat"),
+        ("motorcycle_right", "two motorcycles"),
+        ("rocket", "a rocket"),
+    ):
+        w, h = sizes[key]
+        regions = [Region(phrase, 0, len(phrase), "spacy", 0, boxes.get(key, (0.1, 0.1, 0.2, 0.2)), 0.875, 0.5)]
+        regions.append(Region("a wall", 0, 6, "spacy", 1, (0.0, 0.0, 0.5, 0.5), 0.5, 0.5))  # names no category
+        items.append(LabeledImage(ImageRecord(key, "s", 0, phrase, b"", None, (Phrase(phrase, 0, len(phrase), "spacy"),), w, h), tuple(regions)))  # fmt: skip
+    out = write_output(tmp_path / "out", items)
+    counts = export_coco_results(out, str(tmp_path / "results.json"), str(tmp_path / "gt.json"))
+    assert counts == {"images_matched": 2, "images_unmatched": 1, "regions": 2, "regions_without_category": 2}
+    coco = COCO(str(tmp_path / "gt.json"))
+    detections = coco.loadRes(str(tmp_path / "results.json"))
+    assert sorted(detections.getImgIds()) == [37777, 397133]
+    evaluation = COCOeval(coco, detections, "bbox")
+    evaluation.evaluate()
+    evaluation.accumulate()
+    evaluation.summarize()
+    assert evaluation.stats[1] == pytest.approx(1.0)  # AP at IoU 0.5: both boxes found, with their categories
+    assert phrase_category("a traffic light", {"light": 1, "traffic light": 10}) == 10
+    assert phrase_category("puppies", {"puppy": 3}) == 3 and phrase_category("a catalogue", {"cat": 1}) is None
