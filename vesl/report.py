@@ -2,9 +2,12 @@
 
     python -m vesl.report OUTPUT_DIR [--images 24] [--seed 0] [--out OUTPUT_DIR/report.html]
 
-Plots (inline SVG): regions per image, region scores, words per phrase, top phrases, rejects by reason.
-Gallery: sampled images with their boxes and phrases drawn (needs image bytes in the output:
-``--write_image_bytes true``). Look at it before spending GPU-days training on the output.
+Plots (inline SVG, with axes and counts): regions per image, region scores, words per phrase, box
+area and aspect, top phrases, rejects by reason; where box centres fall; per-phrase statistics
+(phrases that found no box, boxes per phrase, score by parser); a per-shard table; the rejects
+(key, stage, reason, detail). Gallery: sampled images with numbered boxes and a legend of their
+phrases; images come from the output (``--write_image_bytes true``) or, without them, from their
+input shards when those are readable. Look at it before spending GPU-days training on the output.
 """
 
 from __future__ import annotations
@@ -23,9 +26,15 @@ PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f
 
 
 def svg_bars(
-    title: str, labels: Sequence[str], values: Sequence[float], width: int = 460, horizontal: bool = False
+    title: str,
+    labels: Sequence[str],
+    values: Sequence[float],
+    width: int = 460,
+    horizontal: bool = False,
+    x_title: str = "",
+    y_title: str = "count",
 ) -> str:
-    """A small bar chart as inline SVG."""
+    """A small bar chart as inline SVG, with its axes, their titles and each bar's count."""
     esc = html.escape
     if not values:
         return f'<figure><figcaption>{esc(title)}</figcaption><p class="empty">no data</p></figure>'
@@ -40,13 +49,28 @@ def svg_bars(
             for i, (lab, v) in enumerate(zip(labels, values))
         )
     else:
-        height, base = 180, 150
-        slot = (width - 20) / len(values)
-        bars = "".join(
-            f'<rect x="{10 + i * slot + 1:.1f}" y="{base - 130 * v / top:.1f}" width="{max(1.0, slot - 2):.1f}" '
+        height, base, left = 200, 150, 44
+        slot = (width - left - 10) / len(values)
+        bars = (
+            f'<line class="axis" x1="{left}" y1="{base}" x2="{width - 6}" y2="{base}"/>'
+            f'<line class="axis" x1="{left}" y1="{base - 130}" x2="{left}" y2="{base}"/>'
+            f'<text x="{left - 4}" y="{base - 126}" text-anchor="end">{top:g}</text>'
+            f'<text x="{left - 4}" y="{base}" text-anchor="end">0</text>'
+            f'<text x="{left - 30}" y="{base - 60}" transform="rotate(-90 {left - 30} {base - 60})" '
+            f'text-anchor="middle">{esc(y_title)}</text>'
+            f'<text x="{left + (width - left) / 2:.0f}" y="{base + 32}" text-anchor="middle">{esc(x_title)}</text>'
+        )
+        bars += "".join(
+            f'<rect x="{left + i * slot + 1:.1f}" y="{base - 130 * v / top:.1f}" width="{max(1.0, slot - 2):.1f}" '
             f'height="{130 * v / top:.1f}"><title>{esc(str(lab))}: {v:g}</title></rect>'
             + (
-                f'<text x="{10 + i * slot + slot / 2:.1f}" y="{base + 14}" text-anchor="middle">{esc(str(lab))}</text>'
+                f'<text class="count" x="{left + i * slot + slot / 2:.1f}" y="{base - 130 * v / top - 2:.1f}" '
+                f'text-anchor="middle">{v:g}</text>'
+                if v and len(values) <= 31
+                else ""
+            )
+            + (
+                f'<text x="{left + i * slot + slot / 2:.1f}" y="{base + 14}" text-anchor="middle">{esc(str(lab))}</text>'
                 if len(values) <= 12 or i % max(1, len(values) // 10) == 0
                 else ""
             )
@@ -77,14 +101,116 @@ def draw_regions(image_bytes: bytes, regions: Sequence[dict], max_side: int = 36
         image = image.resize((round(image.width * scale), round(image.height * scale)))
     draw = ImageDraw.Draw(image)
     w, h = image.size
-    for i, region in enumerate(regions):
+    for i, region in enumerate(regions):  # numbers on the boxes; the phrases go in the legend (no overlap)
         x0, y0, x1, y1 = region["box"]
         color = PALETTE[i % len(PALETTE)]
         draw.rectangle([x0 * w, y0 * h, x1 * w, y1 * h], outline=color, width=2)
-        draw.text((x0 * w + 3, y0 * h + 2), f"{region['phrase']} {region['score']:.2f}", fill=color)
+        tx, ty = min(max(0, x0 * w), w - 14), min(max(0, y0 * h), h - 12)
+        draw.rectangle([tx, ty, tx + 13, ty + 11], fill=color)
+        draw.text((tx + 2, ty), str(i + 1), fill="white")
     out = io.BytesIO()
     image.save(out, "JPEG", quality=85)
     return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode()
+
+
+def legend(regions: Sequence[dict]) -> str:
+    esc = html.escape
+    items = "".join(
+        f'<li style="color:{PALETTE[i % len(PALETTE)]}"><span>{esc(r["phrase"])} {r["score"]:.2f}</span></li>'
+        for i, r in enumerate(regions)
+    )
+    return f'<ol class="legend">{items}</ol>'
+
+
+def html_table(headers: Sequence[str], rows: Sequence[Sequence[object]], css: str = "") -> str:
+    esc = html.escape
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def phrase_stats(rows: Sequence[dict]) -> dict:
+    """Per-phrase numbers: which queries found a box, boxes per phrase, score by parser."""
+    queried, boxed = Counter(), Counter()
+    by_parser: dict[str, list[float]] = {}
+    phrases_by_parser = Counter()
+    for row in rows:
+        for p in row["phrases"]:
+            queried[p["text"].lower()] += 1
+            phrases_by_parser[p["parser"]] += 1
+        for r in row["regions"]:
+            boxed[r["phrase"].lower()] += 1
+            by_parser.setdefault(r["parser"], []).append(r["score"])
+    without = Counter({p: n for p, n in queried.items() if p not in boxed})
+    return {
+        "phrases": sum(queried.values()),
+        "distinct": len(queried),
+        "distinct_without_box": len(without),
+        "top_without_box": without.most_common(15),
+        "boxes_per_boxed_phrase": round(sum(boxed.values()) / len(boxed), 2) if boxed else 0.0,
+        "by_parser": {
+            parser: {
+                "phrases": phrases_by_parser[parser],
+                "boxes": len(by_parser.get(parser, [])),
+                "mean_score": round(sum(by_parser.get(parser, [])) / len(by_parser[parser]), 3)
+                if by_parser.get(parser)
+                else None,
+            }
+            for parser in sorted(set(phrases_by_parser) | set(by_parser))
+        },
+    }
+
+
+def box_geometry(rows: Sequence[dict]) -> dict[str, list]:
+    """Box area (fraction of the image), aspect (width / height in original pixels, log2) and where
+    box centres fall (a 5 x 5 grid over the image)."""
+    import math
+
+    areas, aspects, grid = [], [], [[0] * 5 for _ in range(5)]
+    for row in rows:
+        for r in row["regions"]:
+            x0, y0, x1, y1 = r["box"]
+            areas.append((x1 - x0) * (y1 - y0))
+            w, h = (x1 - x0) * (row["width"] or 1), (y1 - y0) * (row["height"] or 1)
+            if w > 0 and h > 0:
+                aspects.append(max(-4.0, min(4.0, math.log2(w / h))))
+            cx, cy = min(4, int((x0 + x1) / 2 * 5)), min(4, int((y0 + y1) / 2 * 5))
+            grid[cy][cx] += 1
+    return {"areas": areas, "aspects": aspects, "grid": grid}
+
+
+def source_images(rows: Sequence[dict]) -> dict[str, bytes]:
+    """Image bytes of rows written without them, read back from their input shards (when reachable)."""
+    from vesl.config import ReadConfig
+    from vesl.io.readers import read_shard
+    from vesl.records import ImageRecord
+
+    wanted: dict[str, dict[int, str]] = {}
+    for row in rows:
+        if not row.get("image") and row.get("source_shard"):
+            wanted.setdefault(row["source_shard"], {})[row["source_index"]] = row["key"]
+    found: dict[str, bytes] = {}
+    for shard, indices in wanted.items():
+        try:
+            for item in read_shard(shard, ReadConfig()):
+                if isinstance(item, ImageRecord) and item.index in indices and item.key == indices[item.index]:
+                    found[item.key] = item.image_bytes
+                    if len(found) >= len(rows):
+                        break
+        except Exception:  # the input moved or is not readable from here: the gallery says so
+            continue
+    return found
+
+
+def read_stats(output_dir: str) -> list[dict]:
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(output_dir.rstrip("/") + "/stats")
+    stats = []
+    for path in sorted(fs.glob(root + "/*.json")):
+        with fs.open(path, "r") as f:
+            stats.append(json.load(f))
+    return stats
 
 
 def read_output(output_dir: str) -> tuple[dict, list[dict], list[dict]]:
@@ -118,34 +244,87 @@ def build_report(output_dir: str, n_images: int = 24, seed: int = 0) -> str:
     words = Counter(min(len(r["phrase"].split()), 8) for r in regions)
     top = Counter(r["phrase"].lower() for r in regions).most_common(20)
     reasons = Counter(f"{r['stage']}: {r['reason']}" for r in rejects).most_common()
+    geometry = box_geometry(rows)
+    area_labels, area_counts = histogram(geometry["areas"], 10, 0.0, 1.0)
+    aspect_labels, aspect_counts = histogram(geometry["aspects"], 16, -4.0, 4.0)
     charts = [
         svg_bars(
-            "Regions per image (30 = 30 or more)", [str(k) for k in range(31)], [per_image.get(k, 0) for k in range(31)]
+            "Regions per image (30 = 30 or more)",
+            [str(k) for k in range(31)],
+            [per_image.get(k, 0) for k in range(31)],
+            x_title="regions in the image",
+            y_title="images",
         ),
-        svg_bars("Region scores", scores_labels, scores),
+        svg_bars("Region scores", scores_labels, scores, x_title="score", y_title="regions"),
         svg_bars(
             "Words per phrase (of regions; 8 = 8 or more)",
             [str(k) for k in range(1, 9)],
             [words.get(k, 0) for k in range(1, 9)],
+            x_title="words",
+            y_title="regions",
+        ),
+        svg_bars("Box area (fraction of the image)", area_labels, area_counts, x_title="area", y_title="regions"),
+        svg_bars(
+            "Box aspect (log2 of width / height)",
+            aspect_labels,
+            aspect_counts,
+            x_title="log2 aspect",
+            y_title="regions",
         ),
         svg_bars("Top phrases (regions)", [p for p, _ in top], [n for _, n in top], horizontal=True),
         svg_bars("Rejects by stage and reason", [r for r, _ in reasons], [n for _, n in reasons], horizontal=True),
     ]
-    with_images = [row for row in rows if row.get("image")]
     rng = random.Random(seed)
-    sample = rng.sample(with_images, min(n_images, len(with_images)))
-    if sample:
+    sample = rng.sample(rows, min(n_images, len(rows)))
+    fetched = source_images(sample)
+    shown = [(row, row.get("image") or fetched.get(row["key"])) for row in sample]
+    shown = [(row, data) for row, data in shown if data]
+    if shown:
         cards = "".join(
-            f'<div class="card"><img src="{draw_regions(row["image"], row["regions"][:12])}" alt="{esc(row["key"])}">'
+            f'<div class="card"><img src="{draw_regions(data, row["regions"][:12])}" alt="{esc(row["key"])}">'
             f"<p><b>{esc(row['key'])}</b> {row['width']}x{row['height']}, {len(row['regions'])} regions"
-            f'{" (12 drawn)" if len(row["regions"]) > 12 else ""}</p><p class="caption">{esc(row["caption"])}</p></div>'
-            for row in sample
+            f"{' (12 drawn)' if len(row['regions']) > 12 else ''}"
+            f"{'' if row.get('image') else ' (image read from its input shard)'}</p>"
+            f'{legend(row["regions"][:12])}<p class="caption">{esc(row["caption"])}</p></div>'
+            for row, data in shown
         )
     else:
         cards = (
-            '<p class="empty">This output holds no image bytes: run VESL with --write_image_bytes true '
-            "to see images here.</p>"
+            '<p class="empty">No image to show: this output holds no image bytes and its input shards are not '
+            "readable from here; run VESL with --write_image_bytes true, or keep the inputs where they were.</p>"
         )
+    stats = phrase_stats(rows)
+    parser_rows = [(p, v["phrases"], v["boxes"], v["mean_score"]) for p, v in stats["by_parser"].items()]
+    phrase_html = (
+        f"<p>{stats['phrases']} queries ({stats['distinct']} distinct); {stats['distinct_without_box']} distinct "
+        f"phrases found no box; {stats['boxes_per_boxed_phrase']} boxes per phrase that found one.</p>"
+        + html_table(["parser", "queries", "boxes", "mean box score"], parser_rows)
+        + "<h3>Phrases that found no box (most asked)</h3>"
+        + html_table(["phrase", "times asked"], stats["top_without_box"])
+    )
+    grid_html = html_table(["centre y \\ x", "0-0.2", "0.2-0.4", "0.4-0.6", "0.6-0.8", "0.8-1"],
+                      [[f"{i / 5:.1f}-{(i + 1) / 5:.1f}", *row] for i, row in enumerate(geometry["grid"])], "grid")  # fmt: skip
+    shard_rows = [
+        (
+            s.get("shard_id"),
+            s.get("input"),
+            s["counts"]["read"],
+            s["counts"]["written"],
+            s["counts"]["rejected"],
+            s["counts"]["balanced"],
+        )
+        for s in read_stats(output_dir)
+    ]
+    shards_html = html_table(["shard", "input", "read", "written", "rejected", "balanced"], shard_rows)
+    listed = sorted(rejects, key=lambda r: (r["stage"], r["reason"], r["key"]))[:200]
+    rejects_html = (
+        f"<p>{len(rejects)} rejects{' (the first 200 by stage and reason)' if len(rejects) > 200 else ''}.</p>"
+        + html_table(
+            ["key", "stage", "reason", "detail"],
+            [(r["key"], r["stage"], r["reason"], r.get("detail", "")) for r in listed],
+            "rejects",
+        )
+    )
     provenance = summary.get("provenance", {})
     facts = [
         ("images written", counts["written"]),
@@ -172,7 +351,9 @@ body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; }}
 table {{ border-collapse: collapse; margin-bottom: 16px; }} th, td {{ text-align: left; padding: 2px 10px; }}
 .charts {{ display: flex; flex-wrap: wrap; gap: 18px; }} figure {{ margin: 0; }}
 figcaption {{ font-weight: 600; margin-bottom: 4px; }}
-.chart rect {{ fill: #4363d8; }} .chart text {{ font-size: 10px; fill: #333; }}
+.chart rect {{ fill: #4363d8; }} .chart text {{ font-size: 10px; fill: #333; }} .chart .axis {{ stroke: #555; }}
+.legend {{ font-size: 12px; margin: 2px 0 2px 18px; padding: 0; }} .legend span {{ color: #222; }}
+table.rejects td {{ font-size: 12px; max-width: 520px; }} table.grid td {{ text-align: right; }}
 .gallery {{ display: flex; flex-wrap: wrap; gap: 14px; }}
 .card {{ width: 360px; }} .card img {{ max-width: 360px; display: block; }}
 .card p {{ margin: 3px 0; font-size: 12px; }} .caption {{ color: #555; }}
@@ -181,7 +362,11 @@ figcaption {{ font-weight: 600; margin-bottom: 4px; }}
 <h1>VESL report</h1><p>{esc(output_dir)}</p>{warning}
 <table>{table}</table>
 <h2>Distributions</h2><div class="charts">{"".join(charts)}</div>
-<h2>Gallery ({len(sample)} sampled images)</h2><div class="gallery">{cards}</div>
+<h2>Where boxes are (box centres, regions per cell)</h2>{grid_html}
+<h2>Phrases</h2>{phrase_html}
+<h2>Shards</h2>{shards_html}
+<h2>Rejects</h2>{rejects_html}
+<h2>Gallery ({len(shown)} sampled images)</h2><div class="gallery">{cards}</div>
 </body></html>
 """
 

@@ -7,6 +7,7 @@ import gzip
 import json
 import os
 import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -282,11 +283,85 @@ def test_exports_load_with_pyarrow_and_json(output, tmp_path):
     assert {c["id"] for c in coco["categories"]} == {a["category_id"] for a in coco["annotations"]}
 
 
-def test_report_has_plots_and_a_gallery(output):
+class ReportParser(HTMLParser):
+    """The report's tables (header row + body rows) and texts, as a browser's DOM would hold them."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self.texts, self.legend_items, self.images = [], [], 0, 0
+        self._cell = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr" and self.tables:
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = ""
+        elif tag == "li":
+            self.legend_items += 1
+        elif tag == "img" and dict(attrs).get("src", "").startswith("data:image/jpeg;base64,"):
+            self.images += 1
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append(self._cell)
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+        self.texts.append(data)
+
+
+def parse_report(document: str) -> ReportParser:
+    parser = ReportParser()
+    parser.feed(document)
+    return parser
+
+
+def find_table(parsed: ReportParser, first_header: str) -> list[list[str]]:
+    return next(t for t in parsed.tables if t and t[0] and t[0][0] == first_header)
+
+
+def test_report_has_plots_tables_and_a_gallery(output):
     document = build_report(str(output), n_images=4)
-    assert document.count("<figure>") == 5 and document.count("<svg") >= 4  # no rejects here: one "no data"
-    assert document.count('<img src="data:image/jpeg;base64,') == 4
-    assert "RANDOM WEIGHTS" in document and "Regions per image" in document
+    parsed = parse_report(document)
+    assert document.count("<figure>") == 7 and document.count("<svg") >= 6  # no rejects here: one "no data"
+    texts = " ".join(parsed.texts)
+    for axis in ("regions in the image", "score", "log2 aspect", "images", "regions"):
+        assert axis in texts
+    assert parsed.images == 4 and "RANDOM WEIGHTS" in document
+    rows = [row for f in (output / "parquet").glob("*.parquet") for row in pq.read_table(f).to_pylist()]
+    shards = find_table(parsed, "shard")
+    assert len(shards) - 1 == 3 and all(r[-1] == "True" for r in shards[1:])
+    assert sum(int(r[3]) for r in shards[1:]) == len(rows)  # written, per shard
+    by_parser = find_table(parsed, "parser")
+    assert sum(int(r[2]) for r in by_parser[1:]) == sum(len(r["regions"]) for r in rows)  # boxes
+    assert sum(int(r[1]) for r in by_parser[1:]) == sum(len(r["phrases"]) for r in rows)  # queries
+    grid = find_table(parsed, "centre y \\ x")
+    assert sum(int(v) for r in grid[1:] for v in r[1:]) == sum(len(r["regions"]) for r in rows)
+    assert parsed.legend_items > 0
+
+
+def test_report_lists_rejects_and_shows_images_from_the_inputs_without_image_bytes(
+    tmp_path, photo_samples, tiny_checkpoint
+):
+    samples = [*photo_samples, RawSample("broken", b"not an image", "a broken image")]
+    write_webdataset(str(tmp_path / "in.tar"), samples)
+    out = tmp_path / "out"
+    run(
+        [
+            *("--input", str(tmp_path / "in.tar"), "--output", str(out), "--checkpoint", tiny_checkpoint),
+            *("--image_size", "64", "--score_threshold", "0", "--runner", "FnApiRunner", "--progress", "false"),
+        ]
+    )
+    parsed = parse_report(build_report(str(out), n_images=10))
+    rejects = find_table(parsed, "key")
+    assert rejects[0] == ["key", "stage", "reason", "detail"]
+    assert rejects[1][:3] == ["broken", "decode", "not_an_image"] and "text" in rejects[1][3]
+    assert parsed.images == len(photo_samples)  # read back from in.tar: the output has no image bytes
+    assert "(image read from its input shard)" in " ".join(parsed.texts)
 
 
 def test_evaluation_against_injected_regions():
