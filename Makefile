@@ -71,11 +71,14 @@ mutation: setup
 	$(VENV)/bin/mutmut run --max-children $$(nproc)
 	$(VENV)/bin/mutmut results
 
-# Real consumers whose pins conflict with VESL's (TensorFlow, HF datasets): their tests run in
+# Real consumers whose pins conflict with VESL's (TensorFlow, HF datasets) and a headless Chromium
+# for the report: their tests run in
 # .cache/venvs/NAME (built once, needs PyPI). When one cannot be built, say so; its tests then skip,
 # naming the reason.
 consumer-venvs:
 	@mkdir -p .cache
+	@tests/install_chromium.sh 2>.cache/chromium.log || \
+	  echo "make test: WARNING: chromium could not be installed ($$(tail -n 1 .cache/chromium.log)); the report rendering test will skip"
 	@for name in tensorflow hf-datasets readers; do \
 	  PY=$(PY) tests/consumer_venv.sh $$name >/dev/null 2>.cache/$$name-venv.log || \
 	    echo "make test: WARNING: the $$name venv could not be built ($$(tail -n 1 .cache/$$name-venv.log)); its tests will skip"; \

@@ -390,3 +390,47 @@ def test_evaluation_against_injected_regions():
 def test_iter_labeled_reads_typed_records(output):
     items = list(iter_labeled(str(output), limit=3))
     assert len(items) == 3 and all(isinstance(i, LabeledImage) for i in items)
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def chromium(*args: str, user_data: Path) -> subprocess.CompletedProcess:
+    flags = [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={user_data}",
+    ]  # fmt: skip
+    return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_report_renders_in_headless_chromium(output, tmp_path):
+    """The report as a browser shows it (Debian's Chromium, tests/install_chromium.sh): its DOM holds
+    the same tables, and the screenshot shows the charts' bars and the gallery's boxes."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium is not installed (tests/install_chromium.sh; make test runs it and says why it cannot)")
+    import numpy as np
+    from PIL import Image
+
+    from vesl.report import PALETTE
+
+    report = tmp_path / "report.html"
+    report.write_text(build_report(str(output), n_images=4), encoding="utf-8")
+    dom = chromium("--dump-dom", report.as_uri(), user_data=tmp_path / "profile-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    rendered, source = parse_report(dom.stdout), parse_report(report.read_text(encoding="utf-8"))
+    assert rendered.tables == source.tables and rendered.images == source.images == 4
+    shot = tmp_path / "report.png"
+    done = chromium(
+        "--window-size=1400,5000", "--hide-scrollbars", f"--screenshot={shot}", report.as_uri(),
+        user_data=tmp_path / "profile-shot",
+    )  # fmt: skip
+    assert done.returncode == 0 and shot.exists(), done.stderr[-2000:]
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+
+    def near(hex_color: str, tolerance: int = 40) -> int:
+        rgb = np.array([int(hex_color[i : i + 2], 16) for i in (1, 3, 5)])
+        return int((np.abs(pixels - rgb).sum(axis=2) < tolerance).sum())
+
+    assert near("#4363d8", 10) > 2000  # the charts' bars
+    assert sum(near(color) for color in PALETTE[:3]) > 500  # boxes and their numbers in the gallery
