@@ -106,6 +106,9 @@ class DetectConfig:
     # and output size when a model scores many boxes (random weights score ~all of them).
     max_candidates: int = 300
     max_image_pixels: int = 89_478_485  # PIL's decompression-bomb warning size
+    # The grey the image is padded to a square with, in [0, 1] before normalization: 0.5 as scenic
+    # (OWLv2's home) does; 0.0 reproduces transformers' Owlv2ImageProcessor.
+    pad_value: float = 0.5
     alpha_background: tuple[int, int, int] = (255, 255, 255)  # transparent pixels are composited on this
     share_model_across_processes: bool = False  # one model per machine (GPU workers); see README
     model_copies: int | None = None  # with sharing: this many copies per machine (Beam's model_copies)
@@ -188,6 +191,8 @@ class VeslConfig:
             errors.append("detect.attn_implementation must be sdpa, eager or flash_attention_2")
         if self.detect.batch_size < 1:
             errors.append("detect.batch_size must be >= 1")
+        if not 0.0 <= self.detect.pad_value <= 1.0:
+            errors.append("detect.pad_value must be in [0, 1]")
         if self.detect.dtype not in ("float32", "bfloat16", "float16"):
             errors.append(f"detect.dtype must be float32, bfloat16 or float16, got {self.detect.dtype!r}")
         if not self.detect.query_buckets or list(self.detect.query_buckets) != sorted(set(self.detect.query_buckets)):

@@ -77,6 +77,13 @@ _FIELDS: list[tuple[str, str, str, Any, str]] = [
     ("batch_size", "detect", "batch_size", int, "images per detector batch"),
     ("query_buckets", "detect", "query_buckets", _ints, "comma-separated query-count buckets"),
     ("max_candidates", "detect", "max_candidates", int, "candidate boxes per image before filtering"),
+    (
+        "pad_value",
+        "detect",
+        "pad_value",
+        float,
+        "grey the detector input is padded with, in [0, 1]: 0.5 as scenic (OWLv2's home); 0.0 as transformers",
+    ),
     ("max_image_pixels", "detect", "max_image_pixels", int, "reject images with more pixels"),
     ("share_model_across_processes", "detect", "share_model_across_processes", parse_bool, "one model per machine"),
     ("model_copies", "detect", "model_copies", _optional_int, "with sharing: models per machine (Beam)"),

@@ -340,3 +340,33 @@ def test_partial_batches_are_padded_to_a_bucket_when_compiled(tiny_checkpoint, p
     for e, g in zip(expected, got, strict=True):
         np.testing.assert_allclose(g.scores, e.scores, atol=1e-5)
         np.testing.assert_allclose(g.boxes, e.boxes, atol=1e-5)
+
+
+@pytest.mark.parametrize("pad_value", [0.5, 0.0])
+def test_the_detector_input_is_padded_with_pad_value(tiny_checkpoint, pad_value):
+    """Outside the image content every pixel is pad_value before CLIP's normalization: 0.5 as scenic
+    pads, 0.0 as transformers' Owlv2ImageProcessor does; the content itself is the same."""
+    import torch
+
+    from vesl.config import DetectConfig
+    from vesl.models.owlv2 import Owlv2Detector
+
+    detector = Owlv2Detector.from_config(DetectConfig(checkpoint=tiny_checkpoint, image_size=64, pad_value=pad_value))
+    pixels = np.full((64, 64, 3), 200, np.uint8)
+    x = detector.pixel_values([pixels], [(40, 24)])  # content: 40 wide, 24 high, top-left
+    raw = x.float() * detector._std + detector._mean  # back to [0, 1]
+    assert torch.allclose(raw[0, :, :, 40:], torch.full_like(raw[0, :, :, 40:], pad_value), atol=1e-6)
+    assert torch.allclose(raw[0, :, 24:, :], torch.full_like(raw[0, :, 24:, :], pad_value), atol=1e-6)
+    assert torch.allclose(raw[0, :, :24, :40], torch.full_like(raw[0, :, :24, :40], 200 / 255), atol=1e-6)
+
+
+def test_pad_value_is_an_option_recorded_in_the_config_digest():
+    from vesl.config import build_config
+    from vesl.options import VeslOptions, config_from_options
+
+    default = build_config("cloc")
+    transformers_like = config_from_options(VeslOptions(["--pad_value", "0.0"]))
+    assert default.detect.pad_value == 0.5 and transformers_like.detect.pad_value == 0.0
+    assert default.digest() != transformers_like.digest()
+    with pytest.raises(ValueError, match="pad_value"):
+        build_config("cloc", {"detect": {"pad_value": 1.5}})

@@ -29,7 +29,9 @@ from vesl.vision.geometry import detector_to_stored
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-PAD_VALUE = 0.5  # OWLv2 pads with grey, after rescaling to [0, 1]
+# OWLv2 pads to a square with grey 0.5 after rescaling to [0, 1], as scenic (its home) does in its
+# inference notebook and training preprocessing; transformers' Owlv2ImageProcessor pads with 0.0.
+PAD_VALUE = 0.5
 
 
 class DeviceUnavailable(RuntimeError):
@@ -98,9 +100,11 @@ class Owlv2Detector:
         compile_mode: str = "default",
         image_decoder: DeviceImageDecoder | None = None,
         max_batch_size: int | None = None,
+        pad_value: float = PAD_VALUE,
     ):
         import torch
 
+        self.pad_value = pad_value
         self.model = model
         self.image_decoder = image_decoder  # for EncodedImage inputs
         self.tokenizer = tokenizer
@@ -169,11 +173,12 @@ class Owlv2Detector:
             compile_mode=config.compile_mode,
             image_decoder=image_decoder,
             max_batch_size=config.batch_size,
+            pad_value=config.pad_value,
         )
 
     # -- inputs -----------------------------------------------------------------------------
     def pixel_values(self, pixels: Sequence, content_sizes: Sequence[tuple[int, int]]):
-        """Letterboxed images -> normalized NCHW tensor, padding = 0.5. Each image is uint8
+        """Letterboxed images -> normalized NCHW tensor, padding = ``pad_value``. Each image is uint8
         ``size x size x 3`` (CPU-decoded) or a float ``3 x size x size`` tensor in [0, 1] already on
         the device (decoded there)."""
         import torch
@@ -192,7 +197,7 @@ class Owlv2Detector:
         cols = torch.arange(size, device=self.device).view(1, 1, 1, size)
         rows = torch.arange(size, device=self.device).view(1, 1, size, 1)
         outside = (cols >= sizes[:, 0].view(-1, 1, 1, 1)) | (rows >= sizes[:, 1].view(-1, 1, 1, 1))
-        x = torch.where(outside, torch.full_like(x, PAD_VALUE), x)
+        x = torch.where(outside, torch.full_like(x, self.pad_value), x)
         return ((x - self._mean) / self._std).to(self.dtype)
 
     def _upload(self, pixels: Sequence[np.ndarray]):
