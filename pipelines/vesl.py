@@ -15,7 +15,7 @@ import shutil
 import sys
 import tempfile
 from collections import Counter
-from contextlib import nullcontext, suppress
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ from vesl.pipeline import build_pipeline, output_layout
 from vesl.progress import ProgressMonitor
 from vesl.records import InputShard
 from vesl.schema import Provenance
+from vesl.transforms.write import remove_run_temporary
 
 DEFAULT_LOCAL_RUNNER = "FnApiRunner"
 LOCAL_RUNNERS = ("fnapirunner", "directrunner", "bundlebaseddirectrunner", "switchingdirectrunner", "prismrunner")
@@ -350,11 +351,7 @@ def launch(
         if progress_dir:
             shutil.rmtree(progress_dir, ignore_errors=True)
         if not dry_run and vesl_options.wait:
-            fs, _ = fsspec.core.url_to_fs(layout.root)
-            if fs.exists(layout.temp_root):
-                fs.rm(layout.temp_root, recursive=True)
-            with suppress(OSError):  # only when no other run's folder is left in it
-                fs.rmdir(layout.temp_parent)
+            remove_run_temporary(layout)
     with fsspec.open(layout.summary_path, "r") as f:
         return json.load(f)
 

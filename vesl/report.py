@@ -193,9 +193,10 @@ def source_images(rows: Sequence[dict]) -> dict[str, bytes]:
     for shard, indices in wanted.items():
         try:
             for item in read_shard(shard, ReadConfig()):
-                if isinstance(item, ImageRecord) and item.index in indices and item.key == indices[item.index]:
+                if isinstance(item, ImageRecord) and indices.get(item.index) == item.key:
                     found[item.key] = item.image_bytes
-                    if len(found) >= len(rows):
+                    del indices[item.index]
+                    if not indices:  # this shard's sampled images are all found: stop reading it
                         break
         except Exception:  # the input moved or is not readable from here: the gallery says so
             continue

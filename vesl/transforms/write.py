@@ -117,13 +117,22 @@ def write_atomically(path: str, text: str) -> None:
     FileSystems.rename([temp], [path])
 
 
-def finish_run(layout: OutputLayout) -> bool:
-    """Remove this run's temporary folder and give the output lease back (if still this run's)."""
+def remove_run_temporary(layout: OutputLayout) -> None:
+    """Remove this run's temporary folder, and ``_temporary`` itself once no other run's is left."""
+    import contextlib
+
     import fsspec
 
     fs, _ = fsspec.core.url_to_fs(layout.root)
     if fs.exists(layout.temp_root):
         fs.rm(layout.temp_root, recursive=True)
+    with contextlib.suppress(OSError):  # another run's folder is still in it
+        fs.rmdir(layout.temp_parent)
+
+
+def finish_run(layout: OutputLayout) -> bool:
+    """Remove this run's temporary files and give the output lease back (if still this run's)."""
+    remove_run_temporary(layout)
     return release_if_held(layout.root, layout.run_id)
 
 
