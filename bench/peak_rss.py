@@ -1,4 +1,5 @@
-"""Run a command and write its exit status and peak resident memory to a JSON file:
+"""Run a command and write its exit status, peak resident memory and CPU seconds (user + system) to a
+JSON file:
 
     python -m bench.peak_rss OUT.json COMMAND [ARGS...]
 
@@ -26,7 +27,9 @@ def main() -> int:
     _, status, usage = os.wait4(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     with open(out, "w") as f:
-        json.dump({"exit": code, "peak_rss_mb": round(usage.ru_maxrss / 1024)}, f)
+        json.dump(
+            {"exit": code, "peak_rss_mb": round(usage.ru_maxrss / 1024), "cpu_s": usage.ru_utime + usage.ru_stime}, f
+        )
     return code if code >= 0 else 128 - code
 
 

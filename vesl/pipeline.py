@@ -1,6 +1,7 @@
 """build_pipeline(): the whole data flow, one labelled line per stage, top to bottom.
 
-shards -> ReadShards -> DropDuplicateKeys -> ExtractPhrases -> DetectRegions -> FilterRegions
+shards -> FindDuplicateKeys (keys only) -> ReadShards (rejecting the losing copies) -> ExtractPhrases
+       -> DetectRegions -> FilterRegions
        -> WriteShardOutputs (per input shard: Parquet + TFRecord + rejects, then the stats file
           that commits the shard; then summary.json)
 """
@@ -20,7 +21,7 @@ from vesl.schema import BOX_CONVENTION, SCHEMA_VERSION, Provenance
 from vesl.transforms import CHECKS, RECORDS, REJECTS
 from vesl.transforms.account import ShardEventFn
 from vesl.transforms.caption import CaptionImages
-from vesl.transforms.dedup import DropDuplicateKeys
+from vesl.transforms.dedup import FindDuplicateKeys
 from vesl.transforms.detect import DetectRegions
 from vesl.transforms.filter import FilterRegions
 from vesl.transforms.phrases import ExtractPhrases
@@ -74,10 +75,10 @@ def build_pipeline(
     committed = committed or {}
     layout = output_layout(config, output, run_id)
     inputs = p | "ListShards" >> beam.Create(list(shards))
-    read = inputs | "ReadShards" >> ReadShards(config.read, progress_dir)
-    unique = read[RECORDS] | "DropDuplicateKeys" >> DropDuplicateKeys(layout, tuple(sorted(committed)))
-    stages = [read, unique]
-    to_parse, caption_use = unique[RECORDS], None
+    duplicates = inputs | "FindDuplicateKeys" >> FindDuplicateKeys(config.read, layout, tuple(sorted(committed)))
+    read = (inputs, duplicates) | "ReadShards" >> ReadShards(config.read, progress_dir)
+    stages = [read]
+    to_parse, caption_use = read[RECORDS], None
     if config.caption.enabled:  # optional: visually enriched captions
         captioned = to_parse | "CaptionImages" >> CaptionImages(config.caption, config.detect)
         stages.append(captioned)

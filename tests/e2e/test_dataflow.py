@@ -73,7 +73,7 @@ def test_container_and_the_detection_stage_hint(job):
     }
     transforms = job["transforms"]
     assert transforms["DetectRegions"] in hinted  # the GPU stage asks for the GPU ...
-    for stage in ("ReadShards", "DropDuplicateKeys", "ExtractPhrases", "FilterRegions", "WriteShardOutputs"):
+    for stage in ("ReadShards", "FindDuplicateKeys", "ExtractPhrases", "FilterRegions", "WriteShardOutputs"):
         assert transforms[stage] not in hinted, stage  # ... the CPU stages do not
 
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import apache_beam as beam
 import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from vesl.config import DetectConfig
-from vesl.records import ImageRecord, Phrase
+from vesl.config import DetectConfig, ReadConfig
+from vesl.io.shard_writers import RawSample, write_webdataset
+from vesl.records import ImageRecord, InputShard, Phrase
 from vesl.transforms import RECORDS, REJECTS
-from vesl.transforms.dedup import DropDuplicateKeys
+from vesl.transforms.dedup import FindDuplicateKeys
 from vesl.transforms.detect import DetectRegions, Owlv2ModelHandler
+from vesl.transforms.read import ReadShards
 
 
 def pipeline():
@@ -22,23 +26,29 @@ def record(key, shard, index, phrases=()):
     return ImageRecord(key, shard, index, "a cat", b"", phrases=phrases)
 
 
-def test_drop_duplicate_keys_keeps_the_first_read():
+def test_duplicate_keys_are_found_from_keys_and_rejected_at_read(tmp_path):
     """First by shard path, then index: the lowest index (s1 record 0) sits in the later shard and
-    loses to s0 record 2, and arrival order does not matter."""
-    records = [record("a", "s1", 0), record("a", "s0", 9), record("b", "s1", 1), record("a", "s0", 2)]
+    loses to s0 record 2, and the losing copies are rejected by the shard that reads them."""
+    sample = lambda key: RawSample(key, b"\xff\xd8 not really a jpeg", "a cat")  # noqa: E731
+    s0 = write_webdataset(str(tmp_path / "s0.tar"), [sample(k) for k in ("x", "y", "a", "z", "b0")])
+    s1 = write_webdataset(str(tmp_path / "s1.tar"), [sample(k) for k in ("a", "b")])
+    s2 = write_webdataset(str(tmp_path / "s2.tar"), [sample(k) for k in ("a",)])
+    shards = [InputShard(path, "webdataset") for path in (s1, s0, s2)]
     with pipeline() as p:
-        out = p | beam.Create(records) | DropDuplicateKeys()
+        inputs = p | beam.Create(shards)
+        read = (inputs, inputs | FindDuplicateKeys(ReadConfig())) | ReadShards(ReadConfig())
+        name = lambda path: Path(path).stem  # noqa: E731
         assert_that(
-            out[RECORDS] | "kept" >> beam.Map(lambda r: (r.key, r.shard, r.index)),
-            equal_to([("a", "s0", 2), ("b", "s1", 1)]),
+            read[RECORDS] | "kept" >> beam.Map(lambda r: (r.key, name(r.shard), r.index)),
+            equal_to([("x", "s0", 0), ("y", "s0", 1), ("a", "s0", 2), ("z", "s0", 3), ("b0", "s0", 4), ("b", "s1", 1)]),
             label="kept",
         )
         assert_that(
-            out[REJECTS] | "dups" >> beam.Map(lambda r: (r.key, r.shard, r.index, r.reason, r.detail)),
+            read[REJECTS] | "dups" >> beam.Map(lambda r: (r.key, name(r.shard), r.index, r.stage, r.reason, r.detail)),
             equal_to(
                 [
-                    ("a", "s0", 9, "duplicate_key", "key already read from s0 record 2"),
-                    ("a", "s1", 0, "duplicate_key", "key already read from s0 record 2"),
+                    ("a", "s1", 0, "dedup", "duplicate_key", f"key already read from {s0} record 2"),
+                    ("a", "s2", 0, "dedup", "duplicate_key", f"key already read from {s0} record 2"),
                 ]
             ),
             label="dups",

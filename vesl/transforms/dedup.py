@@ -1,10 +1,10 @@
-"""DropDuplicateKeys: a key read twice is written once.
+"""FindDuplicateKeys: the keys pass of duplicate detection (``vesl.dedup``).
 
-The first occurrence (by shard path, then position in the shard) wins, so which copy survives does
-not depend on the runner; the others are rejected as ``duplicate_key`` naming the winner. On a
-resumed run, the keys of shards committed earlier take part as "ghosts" (they are not written
-again), so the outcome equals a clean run's. The GroupByKey also spreads records over workers before
-the expensive stages (it replaces a Reshuffle).
+Each input shard's keys are read (``ReadKeysFn``: the shard's records exactly as the main read will
+yield them, with their bytes dropped at once), grouped by key with the keys of shards committed by
+earlier runs, and every losing occurrence becomes a ``Duplicate`` keyed by the shard that holds it.
+``ReadShards`` joins them to their shard and rejects those records as it reads them. Only keys and
+positions go through the shuffle; no record and no image byte does.
 """
 
 from __future__ import annotations
@@ -14,28 +14,37 @@ import json
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from vesl.config import ReadConfig
+from vesl.dedup import duplicates_of
 from vesl.io.layout import OutputLayout
-from vesl.records import Reason, Reject, Stage
-from vesl.transforms import METRICS_NAMESPACE, RECORDS, REJECTS
+from vesl.io.readers import read_shard
+from vesl.records import ImageRecord, InputShard, Stage
+from vesl.transforms import METRICS_NAMESPACE
 
 
-class KeepFirstFn(beam.DoFn):
+class ReadKeysFn(beam.DoFn):
+    """InputShard -> (key, (shard path, index, False)) for every record it holds."""
+
+    def __init__(self, config: ReadConfig):
+        self.config = config
+
+    def process(self, shard: InputShard):
+        for item in read_shard(shard, self.config):
+            if isinstance(item, ImageRecord):
+                yield item.key, (item.shard, item.index, False)
+
+
+class PickFirstFn(beam.DoFn):
+    """(key, occurrences) -> (losing shard path, Duplicate) for every occurrence but the first."""
+
     def __init__(self):
         self.duplicates = Metrics.counter(METRICS_NAMESPACE, "duplicate_keys")
 
     def process(self, keyed):
-        _, entries = keyed
-        entries = sorted(entries, key=lambda e: (e[1], e[2]))  # (kind, shard, index, record)
-        _, first_shard, first_index, _ = entries[0]
-        for kind, shard, index, record in entries:
-            if kind != "record":
-                continue
-            if (shard, index) == (first_shard, first_index):
-                yield record
-            else:
-                self.duplicates.inc()
-                detail = f"key already read from {first_shard} record {first_index}"
-                yield beam.pvalue.TaggedOutput(REJECTS, Reject.of(record, Stage.DEDUP, Reason.DUPLICATE_KEY, detail))
+        key, occurrences = keyed
+        for duplicate in duplicates_of(key, occurrences):
+            self.duplicates.inc()
+            yield duplicate.shard, duplicate
 
 
 class ReadCommittedKeysFn(beam.DoFn):
@@ -57,7 +66,7 @@ class ReadCommittedKeysFn(beam.DoFn):
             with fsspec.open(parquet, "rb") as f:
                 table = pq.read_table(f, columns=["key", "source_index"])
             for key, index in zip(table.column("key").to_pylist(), table.column("source_index").to_pylist()):
-                yield key, ("ghost", shard, index, None)
+                yield key, (shard, index, True)
         elif tfrecord:  # a run with --write_parquet false: the same keys, from its Examples
             from vesl.io.tfexample import decode_example
             from vesl.io.tfrecord import read_tfrecord_file
@@ -66,12 +75,12 @@ class ReadCommittedKeysFn(beam.DoFn):
             for record in read_tfrecord_file(tfrecord):
                 features = decode_example(record)
                 key = features[TFKeys.KEY][1][0].decode("utf-8")
-                yield key, ("ghost", shard, int(features[TFKeys.SOURCE_INDEX][1][0]), None)
+                yield key, (shard, int(features[TFKeys.SOURCE_INDEX][1][0]), True)
         with fsspec.open(stats["files"]["rejects"], "r") as f:
             for line in f:
                 reject = json.loads(line)
                 if reject["stage"] != Stage.READ:
-                    yield reject["key"], ("ghost", shard, reject["index"], None)
+                    yield reject["key"], (shard, reject["index"], True)
 
 
 def open_stats(layout: OutputLayout, shard_id: str):
@@ -80,23 +89,24 @@ def open_stats(layout: OutputLayout, shard_id: str):
     return fsspec.open(layout.path("stats", shard_id), "r")
 
 
-class DropDuplicateKeys(beam.PTransform):
-    def __init__(self, layout: OutputLayout | None = None, committed_shard_ids: tuple[str, ...] = ()):
+class FindDuplicateKeys(beam.PTransform):
+    """InputShards -> (shard path, Duplicate): the verdicts that ``ReadShards`` applies."""
+
+    def __init__(
+        self, config: ReadConfig, layout: OutputLayout | None = None, committed_shard_ids: tuple[str, ...] = ()
+    ):
         super().__init__()
+        self.config = config
         self.layout = layout
         self.committed_shard_ids = committed_shard_ids
 
-    def expand(self, records):
-        keyed = records | "ByKey" >> beam.Map(lambda r: (r.key, ("record", r.shard, r.index, r)))
+    def expand(self, shards):
+        keyed = shards | "SpreadShards" >> beam.Reshuffle() | "ReadKeys" >> beam.ParDo(ReadKeysFn(self.config))
         if self.committed_shard_ids:
             ghosts = (
-                records.pipeline
+                shards.pipeline
                 | "CommittedShards" >> beam.Create(list(self.committed_shard_ids))
                 | "ReadCommittedKeys" >> beam.ParDo(ReadCommittedKeysFn(self.layout))
             )
             keyed = (keyed, ghosts) | "WithCommittedKeys" >> beam.Flatten()
-        return (
-            keyed
-            | "GroupByKey" >> beam.GroupByKey()
-            | "KeepFirst" >> beam.ParDo(KeepFirstFn()).with_outputs(REJECTS, main=RECORDS)
-        )
+        return keyed | "GroupKeys" >> beam.GroupByKey() | "PickFirst" >> beam.ParDo(PickFirstFn())

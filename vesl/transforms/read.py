@@ -1,5 +1,6 @@
-"""ReadShards: InputShards -> ImageRecord (main) + Reject (``rejects``) + SourceCheck (``checks``: what
-img2dataset says it wrote, against what the shard held)."""
+"""ReadShards: (InputShards, their duplicate-key verdicts) -> ImageRecord (main) + Reject (``rejects``:
+read-stage rejects and the ``duplicate_key`` rejects of ``vesl.dedup``) + SourceCheck (``checks``:
+what img2dataset says it wrote, against what the shard held)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from apache_beam.metrics import Metrics
 
 from vesl import progress
 from vesl.config import ReadConfig
+from vesl.dedup import losers_by_index, reject_duplicates
 from vesl.io.readers import read_shard
-from vesl.records import InputShard, Reject, SourceCheck
+from vesl.records import Reject, SourceCheck, Stage
 from vesl.transforms import CHECKS, METRICS_NAMESPACE, RECORDS, REJECTS
 
 
@@ -22,20 +24,27 @@ class ReadShardFn(beam.DoFn):
         self.rejects = Metrics.counter(METRICS_NAMESPACE, "records_rejected_at_read")
         self.shards = Metrics.counter(METRICS_NAMESPACE, "shards_read")
         self.source_problems = Metrics.counter(METRICS_NAMESPACE, "source_check_problems")
+        self.duplicates = Metrics.counter(METRICS_NAMESPACE, "duplicate_keys_rejected")
 
     def setup(self):
         self.progress = progress.counters_for(self.progress_dir)
 
-    def process(self, shard: InputShard):
+    def process(self, joined):
+        _, grouped = joined
+        losers = losers_by_index(grouped["duplicates"])
+        for shard in sorted(set(grouped["shard"]), key=lambda s: (s.format, s.metadata or "", s.stats or "")):
+            yield from self._read(shard, losers)
+
+    def _read(self, shard, losers):
         pending = 0
-        for item in read_shard(shard, self.config):
+        for item in reject_duplicates(read_shard(shard, self.config), losers):
             if not isinstance(item, SourceCheck):
                 pending += 1
                 if self.progress is not None and pending >= 256:
                     self.progress.add(progress.RECORDS_READ, pending)
                     pending = 0
             if isinstance(item, Reject):
-                self.rejects.inc()
+                (self.duplicates if item.index in losers and item.stage == Stage.DEDUP else self.rejects).inc()
                 yield beam.pvalue.TaggedOutput(REJECTS, item)
             elif isinstance(item, SourceCheck):
                 self.source_problems.inc(len(item.problems))
@@ -51,17 +60,31 @@ class ReadShardFn(beam.DoFn):
 
 
 class ReadShards(beam.PTransform):
-    """InputShards (already discovered) -> records; shards are spread over workers first."""
+    """(InputShards (already discovered), (shard path, Duplicate) verdicts) -> records. The join by
+    shard path also spreads the shards over workers."""
 
     def __init__(self, config: ReadConfig, progress_dir: str | None = None):
         super().__init__()
         self.config = config
         self.progress_dir = progress_dir
 
-    def expand(self, paths):
-        return (
-            paths
-            | "SpreadShards" >> beam.Reshuffle()
-            | "ReadShard"
-            >> beam.ParDo(ReadShardFn(self.config, self.progress_dir)).with_outputs(REJECTS, CHECKS, main=RECORDS)
+    def expand(self, inputs):
+        if isinstance(inputs, beam.PCollection):  # no keys pass: nothing is a duplicate
+            joined = (
+                inputs
+                | "SpreadShards" >> beam.Reshuffle()
+                | "Unjoined" >> beam.Map(lambda shard: (shard.path, {"shard": [shard], "duplicates": []}))
+            )
+        else:
+            joined = self._join(*inputs)
+        return joined | "ReadShard" >> beam.ParDo(ReadShardFn(self.config, self.progress_dir)).with_outputs(
+            REJECTS, CHECKS, main=RECORDS
         )
+
+    @staticmethod
+    def _join(shards, duplicates):
+        joined = {
+            "shard": shards | "ByPath" >> beam.Map(lambda shard: (shard.path, shard)),
+            "duplicates": duplicates,
+        }
+        return joined | "JoinDuplicates" >> beam.CoGroupByKey()

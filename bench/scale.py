@@ -1,0 +1,197 @@
+"""Scale benchmark: peak memory and host CPU per image of a whole local run, at several sizes.
+
+    python -m bench.scale [--sizes 1000,8000,32000] [--per-shard 1000] [--work DIR] [--decoder nvimgcodec]
+
+Inputs: webdataset shards generated from the COCO photos of ``../shared/data/coco_val2017`` (cycled,
+each copy under its own key) with COCO human captions (``../shared/data/text``, cycled in order, so
+captions repeat only past 25,014 images), or ``--photos``/``--captions`` folders of your own. Each
+size runs ``python -m pipelines.vesl`` on the FnApiRunner in its own process, with the tiny 64-px
+random-weight OWLv2, so the run is nearly all pipeline.
+
+How the figures are obtained (printed as JSON, one line per size, then one summary line):
+- ``peak_rss_mb``: the run's own peak resident memory (``bench.peak_rss``: wait4's ru_maxrss).
+- ``cpu_s``: the run's user + system CPU seconds (wait4's rusage, all threads and children).
+- ``device_cpu_s``: CPU spent in the detector's device part, measured inside the run: the process
+  CPU consumed during ``Owlv2Detector.prepare_batch`` (batched JPEG decode and letterbox on the
+  "device", here nvImageCodec's CPU backend and PyTorch on the CPU) and ``Owlv2Detector.forward``
+  (the model), with PyTorch held to one thread so that work happens in the measured thread. On a
+  GPU machine that work is the GPU's; the host's share of it (kernel launches) is not counted.
+- ``host_cpu_ms_per_image``: ``(cpu_s - device_cpu_s)`` of a size minus the same of the next
+  smaller size, divided by the difference in images: the fixed costs (interpreter, imports, model
+  load, pipeline construction, the last shard's commit) cancel, so what is left is the marginal host
+  CPU of one more image through the whole pipeline: reading, the keys pass, phrases (spaCy + NLTK;
+  the phrase cache is on, as in a user's run), the header check, tokenizing queries and
+  post-processing, filtering, Beam's own work and writing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+DEFAULT_PHOTOS = SHARED / "coco_val2017" / "images"
+DEFAULT_CAPTIONS = SHARED / "text" / "coco_captions_val2017.json"
+
+
+def load_captions(path: Path) -> list[str]:
+    data = json.loads(path.read_text())
+    if isinstance(data, dict) and "annotations" in data:
+        return [a["caption"].strip() for a in data["annotations"]]
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def samples(photos: list[bytes], captions: list[str], n: int) -> Iterator[tuple[str, bytes, str]]:
+    for i in range(n):
+        yield f"{i:09d}", photos[i % len(photos)], captions[i % len(captions)]
+
+
+def write_shards(out: Path, n: int, per_shard: int, photos: list[bytes], captions: list[str]) -> list[Path]:
+    """``n`` records in webdataset tars of ``per_shard`` records (KEY.jpg + KEY.txt + KEY.json)."""
+    import io
+
+    out.mkdir(parents=True, exist_ok=True)
+    records = list(samples(photos, captions, n))
+    paths: list[Path] = []
+    for start in range(0, n, per_shard):
+        paths.append(out / f"{len(paths):05d}.tar")
+        with tarfile.open(paths[-1], "w", format=tarfile.USTAR_FORMAT) as tar:
+            for key, image, caption in records[start : start + per_shard]:
+                for name, data in ((f"{key}.jpg", image), (f"{key}.txt", caption.encode()), (f"{key}.json", b"{}")):
+                    info = tarfile.TarInfo(name)
+                    info.size, info.mtime = len(data), 0
+                    tar.addfile(info, io.BytesIO(data))
+    return paths
+
+
+def run_argv(inputs: Path, output: Path, checkpoint: str, decoder: str) -> list[str]:
+    return [
+        *("--input", str(inputs), "--output", str(output), "--checkpoint", checkpoint),
+        *("--image_size", "64", "--batch_size", "64", "--image_decoder", decoder),
+        *("--runner", "FnApiRunner", "--progress", "false"),
+    ]
+
+
+# -- the measured run (a child process) -------------------------------------------------------------
+def _process_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def child(device_cpu_out: str, argv: list[str]) -> int:
+    """Run the command line with the detector's device part timed (see the module docstring)."""
+    import torch
+
+    from pipelines.vesl import main
+    from vesl.models.owlv2 import Owlv2Detector
+
+    torch.set_num_threads(1)
+    spent = [0.0]
+
+    def timed(method):
+        def wrapper(*args, **kwargs):
+            start = _process_cpu()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                spent[0] += _process_cpu() - start
+
+        return wrapper
+
+    Owlv2Detector.prepare_batch = timed(Owlv2Detector.prepare_batch)
+    Owlv2Detector.forward = timed(Owlv2Detector.forward)
+    try:
+        return main(argv)
+    finally:
+        Path(device_cpu_out).write_text(json.dumps({"device_cpu_s": spent[0]}))
+
+
+def measure(n: int, work: Path, checkpoint: str, args) -> dict:
+    photos = [p.read_bytes() for p in sorted(Path(args.photos).glob("*.jpg"))]
+    captions = load_captions(Path(args.captions))
+    inputs, output = work / f"in-{n}", work / f"out-{n}"
+    if not inputs.exists():
+        write_shards(inputs, n, args.per_shard, photos, captions)
+    with tempfile.NamedTemporaryFile(suffix=".json") as rss, tempfile.NamedTemporaryFile(suffix=".json") as dev:
+        command = [sys.executable, "-m", "bench.peak_rss", rss.name, sys.executable, "-m", "bench.scale"]
+        command += ["--child", dev.name, "--", *run_argv(inputs, output, checkpoint, args.decoder)]
+        start = time.perf_counter()
+        subprocess.run(
+            command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, check=True
+        )
+        wall = time.perf_counter() - start
+        measured = json.loads(Path(rss.name).read_text())
+        device = json.loads(Path(dev.name).read_text())
+    summary = json.loads((output / "summary.json").read_text())["counts"]
+    if not summary["balanced"] or summary["read"] != n:
+        raise SystemExit(f"{n} images: counts {summary['read']} read, balanced={summary['balanced']}")
+    return {
+        "images": n,
+        "written": summary["written"],
+        "rejected": summary["rejected"],
+        "regions": summary["regions"],
+        "peak_rss_mb": measured["peak_rss_mb"],
+        "cpu_s": round(measured["cpu_s"], 2),
+        "device_cpu_s": round(device["device_cpu_s"], 2),
+        "wall_s": round(wall, 1),
+        "total_cpu_ms_per_image": round(1000 * measured["cpu_s"] / n, 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="1000,8000,32000")
+    parser.add_argument("--per-shard", type=int, default=1000)
+    parser.add_argument("--photos", default=str(DEFAULT_PHOTOS))
+    parser.add_argument("--captions", default=str(DEFAULT_CAPTIONS))
+    parser.add_argument("--decoder", default="nvimgcodec", choices=["nvimgcodec", "pil"])
+    parser.add_argument("--work", default=None, help="folder for shards and outputs (default: a temporary one)")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args, rest = parser.parse_known_args(argv)
+    if args.child:
+        return child(args.child, [a for a in rest if a != "--"])
+    from vesl.models.tiny import write_tiny_checkpoint
+
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(args.work or scratch)
+        work.mkdir(parents=True, exist_ok=True)
+        checkpoint = str(write_tiny_checkpoint(work / "tiny-owlv2"))
+        rows = []
+        for n in sizes:
+            row = measure(n, work, checkpoint, args)
+            if rows:
+                prev = rows[-1]
+                host = (row["cpu_s"] - row["device_cpu_s"]) - (prev["cpu_s"] - prev["device_cpu_s"])
+                row["host_cpu_ms_per_image"] = round(1000 * host / (n - prev["images"]), 3)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        print(
+            json.dumps(
+                {
+                    "benchmark": "scale",
+                    "date": date.today().isoformat(),
+                    "device": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+                    "decoder": args.decoder,
+                    "peak_rss_ratio_largest_to_smallest": round(rows[-1]["peak_rss_mb"] / rows[0]["peak_rss_mb"], 3),
+                    "sizes": sizes,
+                }
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
