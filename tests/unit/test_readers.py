@@ -207,3 +207,20 @@ def test_transient_storage_errors_are_retried_without_losing_or_repeating_record
     items = list(read_shard("flaky://" + path, CFG, attempts=3, base_delay_s=0.0))
     assert items[-1].reason == Reason.UNREADABLE_SHARD and "after 3 attempts" in items[-1].detail
     assert all(isinstance(i, ImageRecord) for i in items[:-1])
+
+
+def test_a_damaged_tar_header_mid_shard_is_a_reject_not_a_quiet_end(tmp_path, photo_samples):
+    """Python's tarfile stops without a word at a header whose checksum is wrong once it is past the
+    first member, so every record after the damage vanished unaccounted; now the shard says it is
+    damaged at the record being read (it may be missing members), and the records before it stand."""
+    path = tmp_path / "t.tar"
+    write_webdataset(str(path), photo_samples)
+    with tarfile.open(path) as tar:
+        third = next(m for m in tar.getmembers() if m.name.startswith(photo_samples[2].key))
+    data = bytearray(path.read_bytes())
+    data[third.offset + 3] ^= 0xFF  # a byte of the member's name: its header checksum no longer holds
+    path.write_bytes(bytes(data))
+    items = list(read_shard(str(path), CFG))
+    assert [getattr(i, "reason", "record") for i in items] == ["record", Reason.TRUNCATED_SHARD]
+    assert items[0].key == photo_samples[0].key
+    assert items[1].key == photo_samples[1].key and items[1].index == 1 and "header" in items[1].detail

@@ -59,15 +59,17 @@ class ExtractPhrasesFn(beam.DoFn):
 
 
 class ExtractPhrases(beam.PTransform):
-    def __init__(self, config: PhraseConfig, caption_use: str | None = None, max_batch_size: int = 256):
+    def __init__(self, config: PhraseConfig, caption_use: str | None = None, batch_size: int = 128):
         super().__init__()
         self.config = config
         self.caption_use = caption_use
-        self.max_batch_size = max_batch_size
+        self.batch_size = batch_size
 
     def expand(self, records):
         return (
             records
-            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.max_batch_size)
+            # A fixed batch: BatchElements' adaptive sizing starts at 1 and stays near ~14 captions, where
+            # spaCy costs ~15% more CPU per caption than at 64-256 (docs/benchmarks.md, "Scale").
+            | "Batch" >> beam.BatchElements(min_batch_size=self.batch_size, max_batch_size=self.batch_size)
             | "Parse" >> beam.ParDo(ExtractPhrasesFn(self.config, self.caption_use)).with_outputs(REJECTS, main=RECORDS)
         )

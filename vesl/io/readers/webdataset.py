@@ -4,7 +4,7 @@ adjacent in the tar. Streamed: one record's members in memory at a time; a membe
 skipped unread. A tar that ends early yields
 the records before the damage and one ``truncated_shard`` reject for the record it cut, also when
 the cut falls between two members (no end-of-archive marker: Python's tarfile takes that for a
-normal end)."""
+normal end), and the same for a damaged member header (tarfile would end there without a word)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from vesl.io.readers.base import Item, damaged_shard, group_to_item, member_limi
 
 
 class _EndAwareTarInfo(tarfile.TarInfo):
-    """Notes how the archive ended: tarfile stops quietly both at the zero block that ends a tar and
-    at the end of a file cut between members."""
+    """Notes how the archive ended: tarfile stops quietly at the zero block that ends a tar, at the
+    end of a file cut between members, and (past the first member) at a damaged header."""
 
     @classmethod
     def fromtarfile(cls, tar):
@@ -30,6 +30,9 @@ class _EndAwareTarInfo(tarfile.TarInfo):
             raise
         except (tarfile.EmptyHeaderError, tarfile.TruncatedHeaderError):  # the file ran out first
             tar.vesl_cut = True
+            raise
+        except tarfile.InvalidHeaderError as exc:  # e.g. a bad checksum: the rest cannot be trusted
+            tar.vesl_damaged = f"damaged tar header at byte {tar.offset} ({exc})"
             raise
 
 
@@ -60,6 +63,8 @@ def read_webdataset(path: str, cfg: ReadConfig) -> Iterator[Item]:
                 if len(data) != member.size:
                     raise tarfile.ReadError(f"member {member.name} has {len(data)} of {member.size} bytes")
                 files[ext] = data
+            if getattr(tar, "vesl_damaged", None):
+                raise tarfile.ReadError(tar.vesl_damaged)
             if getattr(tar, "vesl_cut", False) and key is not None:
                 raise EOFError("the tar has no end-of-archive marker: it was cut after its last full member")
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
