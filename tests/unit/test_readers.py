@@ -224,3 +224,32 @@ def test_a_damaged_tar_header_mid_shard_is_a_reject_not_a_quiet_end(tmp_path, ph
     assert [getattr(i, "reason", "record") for i in items] == ["record", Reason.TRUNCATED_SHARD]
     assert items[0].key == photo_samples[0].key
     assert items[1].key == photo_samples[1].key and items[1].index == 1 and "header" in items[1].detail
+
+
+def test_a_tar_with_a_sparse_member_is_read_by_tarfile_without_repeating_records(tmp_path, photo_samples):
+    """TarStream leaves GNU sparse members to Python's tarfile: the shard is read again from the start
+    and only what was not passed on yet is passed on."""
+    import io
+
+    from vesl.io.readers import webdataset
+
+    path = tmp_path / "sparse.tar"
+    write_webdataset(str(path), photo_samples[:2])
+    body = path.read_bytes()
+    with tarfile.open(path) as tar:
+        end = tar.getmembers()[-1]
+    cut = end.offset_data + -(-end.size // 512) * 512
+    sparse = tarfile.TarInfo(f"{photo_samples[1].key}x.bin")
+    sparse.type = tarfile.GNUTYPE_SPARSE
+    extra = io.BytesIO()
+    with tarfile.open(fileobj=extra, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        tar.addfile(sparse)
+        for name in ("late.jpg", "late.txt"):
+            info = tarfile.TarInfo(name)
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"data"))
+    path.write_bytes(body[:cut] + extra.getvalue())
+    items = list(read_shard(str(path), CFG))
+    reference = list(webdataset._read_webdataset(str(path), CFG, webdataset._tarfile_members))
+    assert items == reference
+    assert [i.key for i in items] == [photo_samples[0].key, photo_samples[1].key, f"{photo_samples[1].key}x", "late"]

@@ -1,6 +1,7 @@
 """webdataset tar shards (``.tar``, ``.tar.gz``, ``.tgz``) as img2dataset writes them: members
 ``KEY.jpg|png|webp|...``, ``KEY.txt`` (caption) and ``KEY.json`` (metadata, optional, gives ``url``),
-adjacent in the tar. Streamed: one record's members in memory at a time; a member over its cap (``member_limit``) is
+adjacent in the tar. Streamed (``tarstream``; Python's tarfile for sparse members): one record's
+members in memory at a time; a member over its cap (``member_limit``) is
 skipped unread. A tar that ends early yields
 the records before the damage and one ``truncated_shard`` reject for the record it cut, also when
 the cut falls between two members (no end-of-archive marker: Python's tarfile takes that for a
@@ -9,12 +10,13 @@ normal end), and the same for a damaged member header (tarfile would end there w
 from __future__ import annotations
 
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import fsspec
 
 from vesl.config import ReadConfig
 from vesl.io.readers.base import Item, damaged_shard, group_to_item, member_limit, split_name
+from vesl.io.readers.tarstream import TarStream, TarUnsupported
 
 
 class _EndAwareTarInfo(tarfile.TarInfo):
@@ -36,37 +38,63 @@ class _EndAwareTarInfo(tarfile.TarInfo):
             raise
 
 
+def _lean_members(f) -> Iterator[tuple[str, int, bool, Callable[[], bytes]]]:
+    stream = TarStream(f)
+    for member in stream:
+        yield member.name, member.size, member.is_file, stream.read
+
+
+def _tarfile_members(f) -> Iterator[tuple[str, int, bool, Callable[[], bytes]]]:
+    """Python's tarfile, for what ``TarStream`` does not read (sparse members)."""
+    with tarfile.open(fileobj=f, mode="r|", tarinfo=_EndAwareTarInfo) as tar:
+        for member in tar:
+
+            def read(member=member) -> bytes:
+                handle = tar.extractfile(member)
+                return handle.read() if handle is not None else b""
+
+            yield member.name, member.size, member.isfile(), read
+        if getattr(tar, "vesl_damaged", None):
+            raise tarfile.ReadError(tar.vesl_damaged)
+        if getattr(tar, "vesl_cut", False):
+            raise EOFError("the tar has no end-of-archive marker: it was cut after its last full member")
+
+
 def read_webdataset(path: str, cfg: ReadConfig) -> Iterator[Item]:
+    emitted = 0
+    try:
+        for item in _read_webdataset(path, cfg, _lean_members):
+            emitted += 1
+            yield item
+    except TarUnsupported:  # read it again with tarfile, passing on only what was not passed on yet
+        for position, item in enumerate(_read_webdataset(path, cfg, _tarfile_members)):
+            if position >= emitted:
+                yield item
+
+
+def _read_webdataset(path: str, cfg: ReadConfig, members) -> Iterator[Item]:
     index = 0
     key: str | None = None
     files: dict[str, bytes] = {}
     oversized: dict[str, int] = {}
     try:
-        with (
-            fsspec.open(path, "rb", compression="infer") as f,
-            tarfile.open(fileobj=f, mode="r|", tarinfo=_EndAwareTarInfo) as tar,
-        ):
-            for member in tar:
-                if not member.isfile():
+        with fsspec.open(path, "rb", compression="infer") as f:
+            for name, size, is_file, read in members(f):
+                if not is_file:
                     continue
-                member_key, ext = split_name(member.name)
+                member_key, ext = split_name(name)
                 if key is not None and member_key != key:
                     yield group_to_item(key, files, path, index, cfg, oversized)
                     index += 1
                     files, oversized = {}, {}
                 key = member_key
-                if member.size > member_limit(ext, cfg):
-                    oversized[ext] = member.size  # skipped unread: the tar stream reads past it in blocks
+                if size > member_limit(ext, cfg):
+                    oversized[ext] = size  # skipped unread
                     continue
-                handle = tar.extractfile(member)
-                data = handle.read() if handle is not None else b""
-                if len(data) != member.size:
-                    raise tarfile.ReadError(f"member {member.name} has {len(data)} of {member.size} bytes")
+                data = read()
+                if len(data) != size:
+                    raise tarfile.ReadError(f"member {name} has {len(data)} of {size} bytes")
                 files[ext] = data
-            if getattr(tar, "vesl_damaged", None):
-                raise tarfile.ReadError(tar.vesl_damaged)
-            if getattr(tar, "vesl_cut", False) and key is not None:
-                raise EOFError("the tar has no end-of-archive marker: it was cut after its last full member")
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         yield damaged_shard(path, exc, index, f"shard ends inside record {key!r}", key or "", key is not None)
         return
