@@ -13,6 +13,7 @@ crops) happen only at the edges (``vesl.vision.geometry``).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -45,6 +46,16 @@ class Provenance:
         cls, preset: str, checkpoint: str, image_size: int, weights: str, config_digest: str, captioner: str = ""
     ) -> Provenance:
         return cls(__version__, SCHEMA_VERSION, preset, f"{checkpoint}@{image_size}", weights, config_digest, captioner)
+
+
+@functools.lru_cache(maxsize=8)
+def _provenance_items(provenance: Provenance) -> tuple[tuple[str, str], ...]:
+    return tuple(asdict(provenance).items())
+
+
+def provenance_dict(provenance: Provenance) -> dict[str, str]:
+    """``asdict(provenance)``, worked out once a run (it is the same for every row) and copied per row."""
+    return dict(_provenance_items(provenance))
 
 
 # -- Parquet ------------------------------------------------------------------------------------
@@ -152,7 +163,16 @@ def to_parquet_row(labeled: LabeledImage, provenance: Provenance, include_image:
         "generated_caption": record.generated_caption,
         "width": record.width,
         "height": record.height,
-        "phrases": [asdict(p) for p in record.phrases],
+        "phrases": [
+            {
+                "text": p.text,
+                "char_start": p.char_start,
+                "char_end": p.char_end,
+                "parser": p.parser,
+                "caption_source": p.caption_source,
+            }
+            for p in record.phrases
+        ],
         "regions": [
             {
                 "phrase": r.phrase,
@@ -169,7 +189,7 @@ def to_parquet_row(labeled: LabeledImage, provenance: Provenance, include_image:
         ],
         "image_format": stored_format(record.image_format),
         "image": record.image_bytes if include_image else None,
-        "provenance": asdict(provenance),
+        "provenance": provenance_dict(provenance),
     }
 
 
@@ -284,7 +304,7 @@ def to_tf_features(
         k.SOURCE_SHARD: _b([record.shard]),
         k.SOURCE_INDEX: ("int64", [record.index]),
     }
-    for name, value in asdict(provenance).items():
+    for name, value in provenance_dict(provenance).items():
         features[k.PROVENANCE_PREFIX + name] = _b([value])
     if include_image:
         features[k.ENCODED] = _b([record.image_bytes])

@@ -17,6 +17,7 @@ skips shards whose stats file exists (``--overwrite`` redoes them).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import posixpath
 import re
@@ -41,6 +42,7 @@ OWNED_NAMES = (
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+@functools.lru_cache(maxsize=4096)  # asked once per record and event, for a handful of shards per worker
 def shard_output_id(path: str) -> str:
     base = posixpath.basename(path.rstrip("/"))
     for ext in (".tar.gz", ".tgz", ".tar", ".parquet", ".jsonl", ".json"):
