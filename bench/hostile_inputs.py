@@ -299,6 +299,17 @@ def damaged_shards(d: Path) -> list[str]:
     return []
 
 
+def damaged_tar_header(d: Path) -> list[str]:
+    path = d / "damaged.tar"
+    good_tar(path, "h", n=4)
+    with tarfile.open(path) as tar:
+        fifth = tar.getmembers()[4]  # h2.jpg: its header is damaged, so h1 may be missing a member
+    data = bytearray(path.read_bytes())
+    data[fifth.offset + 1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return []
+
+
 def tfrecord_bad_crc(d: Path) -> list[str]:
     from vesl.io.tfexample import encode_example
     from vesl.io.tfrecord import frame_record
@@ -471,6 +482,13 @@ CASES = [
         "zero-byte, random, cut-in-half tar; fake gzip; random Parquet",
         damaged_shards,
         reasons={"read:unreadable_shard": 4},
+    ),
+    Case(
+        "damaged_tar_header",
+        "a tar whose fifth member header is damaged (tarfile would end there silently)",
+        damaged_tar_header,
+        reasons={"read:truncated_shard": 1},
+        written=1,
     ),
     Case(
         "tfrecord_bad_crc",
