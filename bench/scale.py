@@ -33,7 +33,6 @@ import platform
 import resource
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
@@ -60,19 +59,13 @@ def samples(photos: list[bytes], captions: list[str], n: int) -> Iterator[tuple[
 
 def write_shards(out: Path, n: int, per_shard: int, photos: list[bytes], captions: list[str]) -> list[Path]:
     """``n`` records in webdataset tars of ``per_shard`` records (KEY.jpg + KEY.txt + KEY.json)."""
-    import io
+    from vesl.io.shard_writers import RawSample, write_webdataset
 
     out.mkdir(parents=True, exist_ok=True)
-    records = list(samples(photos, captions, n))
-    paths: list[Path] = []
-    for start in range(0, n, per_shard):
-        paths.append(out / f"{len(paths):05d}.tar")
-        with tarfile.open(paths[-1], "w", format=tarfile.USTAR_FORMAT) as tar:
-            for key, image, caption in records[start : start + per_shard]:
-                for name, data in ((f"{key}.jpg", image), (f"{key}.txt", caption.encode()), (f"{key}.json", b"{}")):
-                    info = tarfile.TarInfo(name)
-                    info.size, info.mtime = len(data), 0
-                    tar.addfile(info, io.BytesIO(data))
+    records = [RawSample(key, image, caption) for key, image, caption in samples(photos, captions, n)]
+    paths = [out / f"{shard:05d}.tar" for shard in range(-(-n // per_shard))]
+    for shard, path in enumerate(paths):
+        write_webdataset(str(path), records[shard * per_shard : (shard + 1) * per_shard])
     return paths
 
 

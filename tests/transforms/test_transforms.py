@@ -128,7 +128,8 @@ def test_read_shards_counts_as_beam_counters_and_progress_files(tmp_path):
 
     shards = discover_inputs([str(IMG2DATASET / "webdataset")]).shards
     p = pipeline()
-    read = p | beam.Create(shards) | ReadShards(ReadConfig(), str(tmp_path))
+    inputs = p | beam.Create(shards)
+    read = (inputs, p | "NoDuplicates" >> beam.Create([])) | ReadShards(ReadConfig(), str(tmp_path))
     assert_that(read[CHECKS] | beam.Map(lambda c: (c.tried, c.problems)), equal_to([(5, ()), (5, ()), (3, ())]))
     result = p.run()
     result.wait_until_finish()

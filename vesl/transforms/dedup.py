@@ -9,6 +9,7 @@ positions go through the shuffle; no record and no image byte does.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import apache_beam as beam
@@ -29,7 +30,8 @@ class ReadKeysFn(beam.DoFn):
         self.config = config
 
     def process(self, shard: InputShard):
-        for item in read_shard(shard, self.config):
+        # The data alone: img2dataset's sidecars add rejects and checks after the records, never records.
+        for item in read_shard(dataclasses.replace(shard, metadata=None, stats=None), self.config):
             if isinstance(item, ImageRecord):
                 yield item.key, (item.shard, item.index, False)
 

@@ -44,7 +44,7 @@ class ReadShardFn(beam.DoFn):
                     self.progress.add(progress.RECORDS_READ, pending)
                     pending = 0
             if isinstance(item, Reject):
-                (self.duplicates if item.index in losers and item.stage == Stage.DEDUP else self.rejects).inc()
+                (self.duplicates if item.stage == Stage.DEDUP else self.rejects).inc()
                 yield beam.pvalue.TaggedOutput(REJECTS, item)
             elif isinstance(item, SourceCheck):
                 self.source_problems.inc(len(item.problems))
@@ -69,22 +69,14 @@ class ReadShards(beam.PTransform):
         self.progress_dir = progress_dir
 
     def expand(self, inputs):
-        if isinstance(inputs, beam.PCollection):  # no keys pass: nothing is a duplicate
-            joined = (
-                inputs
-                | "SpreadShards" >> beam.Reshuffle()
-                | "Unjoined" >> beam.Map(lambda shard: (shard.path, {"shard": [shard], "duplicates": []}))
-            )
-        else:
-            joined = self._join(*inputs)
-        return joined | "ReadShard" >> beam.ParDo(ReadShardFn(self.config, self.progress_dir)).with_outputs(
-            REJECTS, CHECKS, main=RECORDS
-        )
-
-    @staticmethod
-    def _join(shards, duplicates):
+        shards, duplicates = inputs
         joined = {
             "shard": shards | "ByPath" >> beam.Map(lambda shard: (shard.path, shard)),
             "duplicates": duplicates,
         }
-        return joined | "JoinDuplicates" >> beam.CoGroupByKey()
+        return (
+            joined
+            | "JoinDuplicates" >> beam.CoGroupByKey()
+            | "ReadShard"
+            >> beam.ParDo(ReadShardFn(self.config, self.progress_dir)).with_outputs(REJECTS, CHECKS, main=RECORDS)
+        )

@@ -139,7 +139,7 @@ class TarStream:
         self._left -= len(data)
         return data
 
-    def _header(self, first: bool) -> bytes | None:
+    def _header(self) -> bytes | None:
         header = self._read(BLOCK)
         if not header:
             if self.offset == 0:
@@ -157,13 +157,12 @@ class TarStream:
             ok = False
         if not ok:
             at = self.offset - BLOCK
-            if at == 0 and first:
+            if at == 0:
                 raise tarfile.ReadError("bad checksum")
             raise TarDamaged(f"damaged tar header at byte {at} (bad checksum)")
         return header
 
     def __iter__(self) -> Iterator[TarMember]:
-        first = True
         while True:
             self._skip(self._left)
             self._left = 0
@@ -171,8 +170,7 @@ class TarStream:
             long_name: str | None = None
             while True:  # meta headers (GNU long names, pax) describe the member that follows them
                 start = self.offset
-                header = self._header(first)
-                first = False
+                header = self._header()
                 if header is None:
                     return
                 kind = header[156:157]
