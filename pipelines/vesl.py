@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import sys
 import tempfile
@@ -24,13 +25,13 @@ import fsspec
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
 from vesl.config import VeslConfig
-from vesl.io.inputs import InputError, discover_inputs
+from vesl.io.inputs import InputError, discover_inputs, split_patterns
 from vesl.io.layout import OutputLayout, shard_output_id
 from vesl.io.lease import LeaseHeld, LeaseLost, OutputLease, read_lease
 from vesl.io.readers import as_input_shard
 from vesl.models.checkpoint import CheckpointError, preflight
 from vesl.options import VeslOptions, config_from_options
-from vesl.pipeline import build_pipeline, output_layout
+from vesl.pipeline import ListOnWorkers, build_pipeline, output_layout
 from vesl.progress import ProgressMonitor
 from vesl.records import InputShard
 from vesl.schema import Provenance
@@ -68,6 +69,31 @@ def describe_inputs(shards: list[InputShard]) -> str:
     if sidecars:
         text += f" ({sidecars} with img2dataset's metadata/stats, checked against what is read)"
     return text
+
+
+def check_patterns_exist(patterns: list[str]) -> None:
+    """Before a worker-side listing: a pattern without a wildcard must name something (one call each;
+    globs are matched by the job)."""
+    for pattern in patterns:
+        fs, path = fsspec.core.url_to_fs(pattern)
+        if not any(c in path for c in "*?[") and not fs.exists(path):
+            raise UsageError(f"no input matches {pattern!r}")
+
+
+_WORKER_USAGE = re.compile(r"\b(?:InputError|CommittedConflict): (.+)")
+_RUNNER_CONTEXT = re.compile(r" \[while running '[^']*'\]$")
+
+
+def worker_usage_error(exc: BaseException) -> str | None:
+    """The message of a usage error raised in the job (an input pattern that gives nothing, a committed shard
+    of another configuration): the exception itself on a local runner, its text in the runner's error on a
+    remote one; None for any other failure."""
+    from vesl.transforms.listing import CommittedConflict
+
+    if isinstance(exc, (InputError, CommittedConflict)):
+        return _RUNNER_CONTEXT.sub("", str(exc).strip())
+    match = _WORKER_USAGE.search(str(exc))
+    return _RUNNER_CONTEXT.sub("", match[1].strip()) if match else None
 
 
 def check_output(output: str) -> None:
@@ -165,10 +191,41 @@ def plan_run(shards: list[InputShard], layout: OutputLayout, config: VeslConfig,
                     f"this run {mine}: {path}); pass --overwrite to redo them, or write elsewhere"
                 )
             committed[stats["shard_id"]] = stats["counts"]
-    with fsspec.open(layout.folder_config_path, "w") as f:
-        json.dump({"config_digest": mine, "config": config.to_dict()}, f, indent=2, sort_keys=True)
-    write_dataset_card(layout, config)
+    record_folder_config(layout, config)
     return RunPlan([ids[i] for i in sorted(ids) if i not in committed], committed)
+
+
+def record_folder_config(layout: OutputLayout, config: VeslConfig) -> None:
+    """``_config.json`` (the folder's configuration, checked by the next run without reading any stats file)
+    and the dataset card."""
+    with fsspec.open(layout.folder_config_path, "w") as f:
+        json.dump({"config_digest": config.digest(), "config": config.to_dict()}, f, indent=2, sort_keys=True)
+    write_dataset_card(layout, config)
+
+
+def plan_on_workers(patterns: list[str], layout: OutputLayout, config: VeslConfig, overwrite: bool) -> ListOnWorkers:
+    """The launcher's part of a worker-side listing: the folder must hold this configuration's shards
+    only (``_config.json``, one small read; the stats folder is listed only when it names another
+    configuration, or for a folder written before VESL kept it). Which shards are committed is decided
+    in the job (``vesl.transforms.listing.PlanShards``)."""
+    mine = config.digest()
+    try:
+        with fsspec.open(layout.folder_config_path, "r") as f:
+            recorded = json.load(f)["config_digest"]
+    except FileNotFoundError:
+        recorded = None
+    if recorded != mine:
+        existing = committed_ids(layout)
+        others = {d: w for d, w in folder_digests(layout, existing).items() if d != mine} if existing else {}
+        if others:
+            digest, where = next(iter(others.items()))
+            raise UsageError(
+                f"{layout.root!r} holds {len(existing)} committed shards made with another configuration "
+                f"(config digest {digest}, this run {mine}; see {where}); write elsewhere, or redo them with "
+                "--list_shards driver --overwrite (which checks that this input covers them all)"
+            )
+    record_folder_config(layout, config)
+    return ListOnWorkers(tuple(patterns), overwrite)
 
 
 CARD_MARK = "<!-- written by VESL -->"
@@ -248,10 +305,20 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             resolve_image_decoder(config.detect.image_decoder, config.detect.device)
         except ImportError as exc:
             raise UsageError(str(exc)) from None
-    if dry_run:  # offline: the patterns stand for their shards; no listing, no checkpoint check
-        patterns = sorted(p.strip() for chunk in vesl_options.input for p in chunk.split(",") if p.strip())
-        shards = [as_input_shard(p) or InputShard(p, "unknown") for p in patterns]
+    local = runner in LOCAL_RUNNERS or test_pipeline is not None
+    on_workers = vesl_options.list_shards == "workers" or (vesl_options.list_shards == "auto" and not local)
+    shards: list[InputShard] | None = None  # None: the job's workers list the input
+    if dry_run:  # offline: no listing, no checkpoint check
+        if not on_workers:  # the patterns stand for their shards
+            patterns = sorted(split_patterns(vesl_options.input))
+            shards = [as_input_shard(p) or InputShard(p, "unknown") for p in patterns]
         weights = "not checked (dry run)"
+    elif on_workers:
+        patterns = split_patterns(vesl_options.input)
+        check_patterns_exist(patterns)
+        check_output(vesl_options.output)
+        print(f"vesl: input: {len(patterns)} pattern(s), listed by the job's workers", file=sys.stderr)
+        weights = preflight(config.detect.checkpoint)
     else:
         shards = expand_inputs(vesl_options.input, vesl_options.output)
         check_output(vesl_options.output)
@@ -264,7 +331,6 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         config.preset, config.detect.checkpoint, config.detect.image_size, weights, config.digest(), captioner
     )
     pipeline = test_pipeline or beam.Pipeline(options=options)
-    local = runner in LOCAL_RUNNERS or test_pipeline is not None
     if dry_run:
         return launch(pipeline, options, config, shards, provenance, None, local)
     lease = OutputLease(vesl_options.output)
@@ -282,6 +348,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
                 if LeaseLost.__name__ in str(exc):  # a worker's commit fence stopped the run
                     lease.lost = lease.lost or "the lease was taken over by another run"
                     raise LeaseLost(f"{vesl_options.output!r}: {lease.lost}; this run stopped committing") from None
+                if usage := worker_usage_error(exc):  # the workers' listing or plan refused the input
+                    raise UsageError(usage) from None
                 raise
         submitted = bool(summary.get("submitted"))
     finally:
@@ -305,17 +373,28 @@ def launch(
     pipeline: beam.Pipeline,
     options: PipelineOptions,
     config: VeslConfig,
-    shards: list[InputShard],
+    shards: list[InputShard] | None,
     provenance: Provenance,
     lease: OutputLease | None,
     local: bool,
 ) -> dict[str, Any]:
-    """Plan (under ``lease``), build, run and wait; None for ``lease`` means a dry run."""
+    """Plan (under ``lease``), build, run and wait; None for ``lease`` means a dry run, None for ``shards``
+    a listing by the workers."""
     vesl_options = options.view_as(VeslOptions)
     dry_run = lease is None
     run_id = lease.held.run_id if lease is not None and lease.held else ""
     layout = output_layout(config, vesl_options.output, run_id)
-    plan = RunPlan(shards, {}) if dry_run else plan_run(shards, layout, config, vesl_options.overwrite)
+    source: list[InputShard] | ListOnWorkers
+    if shards is None:
+        patterns = split_patterns(vesl_options.input)
+        plan = RunPlan([], {})
+        if dry_run:
+            source = ListOnWorkers(tuple(patterns), vesl_options.overwrite)
+        else:
+            source = plan_on_workers(patterns, layout, config, vesl_options.overwrite)
+    else:
+        plan = RunPlan(shards, {}) if dry_run else plan_run(shards, layout, config, vesl_options.overwrite)
+        source = plan.to_process
     if plan.committed:
         logging.getLogger("vesl").warning(
             "resuming: %d of %d shards already committed in %s are kept (--overwrite redoes them)",
@@ -328,7 +407,7 @@ def launch(
     build_pipeline(
         pipeline,
         config,
-        plan.to_process,
+        source,
         vesl_options.output,
         provenance,
         plan.committed,
@@ -337,7 +416,8 @@ def launch(
         run_id=run_id,
         release_lease=not vesl_options.wait,
     )
-    monitor = ProgressMonitor(progress_dir, len(plan.to_process)) if progress_dir else nullcontext()
+    shards_total = len(plan.to_process) if shards is not None else None  # None: counted as the workers list
+    monitor = ProgressMonitor(progress_dir, shards_total) if progress_dir else nullcontext()
     try:
         with monitor:
             result = pipeline.run()

@@ -162,6 +162,14 @@ class VeslOptions(PipelineOptions):
             help="progress line on stderr for local runs (auto: when stderr is a terminal)",
         )
         parser.add_argument(
+            "--list_shards",
+            choices=("auto", "driver", "workers"),
+            default="auto",
+            help="where the input is listed: driver (before the job: the shard count is known up front, the "
+            "job graph holds the list) or workers (the job lists it: for 100k+ shards, the graph holds only the "
+            "patterns); auto: driver for local runners, workers otherwise",
+        )
+        parser.add_argument(
             "--detect_accelerator",
             default=None,
             help="Beam resource hint for the detection stage only, e.g. "

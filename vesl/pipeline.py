@@ -1,5 +1,6 @@
 """build_pipeline(): the whole data flow, one labelled line per stage, top to bottom.
 
+ListShards (the driver's list, or ``ListOnWorkers``: ListShards + PlanShards on the workers)
 shards -> FindDuplicateKeys (keys only) -> ReadShards (rejecting the losing copies) -> ExtractPhrases
        -> DetectRegions -> FilterRegions
        -> WriteShardOutputs (per input shard: Parquet + TFRecord + rejects, then the stats file
@@ -9,6 +10,7 @@ shards -> FindDuplicateKeys (keys only) -> ReadShards (rejecting the losing copi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
@@ -24,6 +26,7 @@ from vesl.transforms.caption import CaptionImages
 from vesl.transforms.dedup import FindDuplicateKeys
 from vesl.transforms.detect import DetectRegions
 from vesl.transforms.filter import FilterRegions
+from vesl.transforms.listing import COMMITTED, ListShards, PlanShards
 from vesl.transforms.phrases import ExtractPhrases
 from vesl.transforms.read import ReadShards
 from vesl.transforms.write import WriteShardOutputs
@@ -33,7 +36,17 @@ def output_layout(config: VeslConfig, output: str, run_id: str = "") -> OutputLa
     return OutputLayout(output, tfrecord_gzip=config.write.tfrecord_compression == "gzip", run_id=run_id)
 
 
-def summary_header(config: VeslConfig, provenance: Provenance, layout: OutputLayout, n_shards: int) -> dict:
+@dataclass(frozen=True)
+class ListOnWorkers:
+    """The input as its patterns: the workers list the shards and plan the resume (``vesl.transforms.listing``).
+    ``overwrite``: every listed shard is processed, committed or not."""
+
+    patterns: tuple[str, ...]
+    overwrite: bool = False
+
+
+def summary_header(config: VeslConfig, provenance: Provenance, layout: OutputLayout) -> dict:
+    """summary.json without the parts the run works out: ``input_shards`` and ``counts``."""
     outputs: dict[str, Any] = {
         "rejects": layout.rejects_glob,
         "stats": layout.stats_glob,
@@ -47,7 +60,6 @@ def summary_header(config: VeslConfig, provenance: Provenance, layout: OutputLay
         "schema_version": SCHEMA_VERSION,
         "box_convention": BOX_CONVENTION,
         "provenance": provenance.__dict__,
-        "input_shards": n_shards,
         "outputs": outputs,
         "config": config.to_dict(),
     }
@@ -56,7 +68,7 @@ def summary_header(config: VeslConfig, provenance: Provenance, layout: OutputLay
 def build_pipeline(
     p: beam.Pipeline,
     config: VeslConfig,
-    shards: Sequence[InputShard],
+    shards: Sequence[InputShard] | ListOnWorkers,
     output: str,
     provenance: Provenance,
     committed: dict[str, dict] | None = None,
@@ -65,8 +77,9 @@ def build_pipeline(
     run_id: str = "",
     release_lease: bool = False,
 ) -> dict[str, beam.PCollection]:
-    """``shards``: the input shards this run processes (``vesl.io.inputs``). ``committed``: shard id -> counts of shards
-    of the same input set committed by earlier runs (kept as they are, counted in the summary).
+    """``shards``: the input shards this run processes (``vesl.io.inputs``), or ``ListOnWorkers``. ``committed``
+    (with a list of shards): shard id -> counts of shards of the same input set committed by earlier runs
+    (kept as they are, counted in the summary).
     ``detect_accelerator``: a Beam accelerator resource hint for the detection stage alone.
     ``progress_dir``: a local folder where workers leave progress counts (``vesl.progress``).
     ``run_id``: the id of the output lease this run holds (``vesl.io.lease``): it names the run's
@@ -74,8 +87,20 @@ def build_pipeline(
     the job's last step gives the lease back (a job submitted without a waiting launcher)."""
     committed = committed or {}
     layout = output_layout(config, output, run_id)
-    inputs = p | "ListShards" >> beam.Create(list(shards))
-    duplicates = inputs | "FindDuplicateKeys" >> FindDuplicateKeys(config.read, layout, tuple(sorted(committed)))
+    if isinstance(shards, ListOnWorkers):
+        listed = p | "ListShards" >> ListShards(list(shards.patterns), output)
+        plan = listed | "PlanShards" >> PlanShards(layout, config.digest(), shards.overwrite, progress_dir)
+        inputs, kept = plan.to_process, plan[COMMITTED]
+    else:
+        inputs = p | "ListShards" >> beam.Create(list(shards))
+        kept = p | "CommittedShards" >> beam.Create(sorted(committed.items()))
+    shard_count = (
+        (inputs | "OneInput" >> beam.Map(lambda _: 1), kept | "OneKept" >> beam.Map(lambda _: 1))
+        | "AllInputShards" >> beam.Flatten()
+        | "CountInputShards" >> beam.CombineGlobally(sum)
+    )
+    kept_ids = kept | "KeptIds" >> beam.Keys()
+    duplicates = (inputs, kept_ids) | "FindDuplicateKeys" >> FindDuplicateKeys(config.read, layout)
     read = (inputs, duplicates) | "ReadShards" >> ReadShards(config.read, progress_dir)
     stages = [read]
     to_parse, caption_use = read[RECORDS], None
@@ -104,14 +129,21 @@ def build_pipeline(
         | "RejectedEvents"
         >> beam.ParDo(ShardEventFn(accounting.rejected_event, finished=True, progress_dir=progress_dir)),
     ) | "AllEvents" >> beam.Flatten()
-    header = summary_header(config, provenance, layout, len(shards) + len(committed))
-    summary = (labeled[RECORDS], rejects, events, inputs) | "WriteShardOutputs" >> WriteShardOutputs(
+    header = summary_header(config, provenance, layout)
+    previous = kept | "KeptCounts" >> beam.Values()
+    summary = (
+        labeled[RECORDS],
+        rejects,
+        events,
+        inputs,
+        previous,
+        shard_count,
+    ) | "WriteShardOutputs" >> WriteShardOutputs(
         config.write,
         layout,
         provenance,
         config.to_json(),
         header,
-        list(committed.values()),
         progress_dir,
         release_lease,
     )

@@ -26,6 +26,7 @@ SHARDS_READ = "shards_read"
 RECORDS_READ = "records_read"  # every item a shard yielded: records and read-stage rejects
 FINISHED = "records_finished"  # written or rejected at any stage
 SHARDS_COMMITTED = "shards_committed"
+SHARDS_LISTED = "shards_listed"  # shards to process, counted by a worker-side listing (its total is not known up front)
 FLUSH_INTERVAL_S = 1.0
 
 
@@ -127,7 +128,10 @@ class ProgressMonitor:
     """The launcher side: a thread that prints the summed counts every ``interval_s`` (on a terminal,
     one line rewritten in place; otherwise a line per interval), and a last line at the end."""
 
-    def __init__(self, folder: str, shards_total: int, stream: TextIO | None = None, interval_s: float | None = None):
+    def __init__(
+        self, folder: str, shards_total: int | None, stream: TextIO | None = None, interval_s: float | None = None
+    ):
+        """``shards_total`` None: the workers list the input, and the total is what they have listed so far."""
         self.folder = folder
         self.shards_total = shards_total
         self.stream = stream or sys.stderr
@@ -140,7 +144,7 @@ class ProgressMonitor:
     def snapshot(self) -> Progress:
         counts = read_counts(self.folder)
         return Progress(
-            self.shards_total,
+            self.shards_total if self.shards_total is not None else counts[SHARDS_LISTED],
             counts[SHARDS_READ],
             counts[RECORDS_READ],
             counts[FINISHED],

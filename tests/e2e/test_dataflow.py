@@ -77,6 +77,13 @@ def test_container_and_the_detection_stage_hint(job):
         assert transforms[stage] not in hinted, stage  # ... the CPU stages do not
 
 
+def test_a_dataflow_job_lists_its_input_on_the_workers(job):
+    """--list_shards auto on Dataflow: the graph holds the pattern, and the listing and resume plan are stages."""
+    transforms = job["transforms"]
+    assert "ListShards" in transforms and "PlanShards" in transforms
+    assert "CommittedShards" not in transforms  # the driver-side list of committed shards
+
+
 def test_vesl_options_reach_the_job(job):
     config = job["vesl_config"]
     assert config["preset"] == "grit" and config["filter"]["score_threshold"] == 0.65

@@ -14,7 +14,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.vesl import run
+from pipelines.vesl import UsageError, run
+from vesl.io.inputs import FOLDER_FORMATS
 from vesl.io.shard_writers import RawSample, write_webdataset
 
 pytestmark = pytest.mark.slow
@@ -164,10 +165,11 @@ def tfrecord_keys(out: Path) -> list[str]:
     )
 
 
-def test_resume_without_parquet_still_deduplicates_committed_keys(inputs, tiny_checkpoint, clean):
+@pytest.mark.parametrize("listing", ["driver", "workers"])
+def test_resume_without_parquet_still_deduplicates_committed_keys(inputs, tiny_checkpoint, clean, listing):
     """Deterministic: commit shard 0 alone, then run the whole input set (shard 2 repeats s0-0)."""
-    out = inputs.parent / "tfrecord-only"
-    only_tfrecord = ("--runner", "FnApiRunner", "--write_parquet", "false")
+    out = inputs.parent / f"tfrecord-only-{listing}"
+    only_tfrecord = ("--runner", "FnApiRunner", "--write_parquet", "false", "--list_shards", listing)
     first_shard_only = argv(inputs, out, tiny_checkpoint, *only_tfrecord)
     first_shard_only[1] = str(inputs / "part-00000.tar")
     run(first_shard_only)
@@ -177,18 +179,24 @@ def test_resume_without_parquet_still_deduplicates_committed_keys(inputs, tiny_c
     assert summary["counts"]["rejected_by_stage"]["dedup"] == {"duplicate_key": 1}
 
 
-def test_resume_after_a_subset_was_committed_equals_a_clean_run(inputs, tiny_checkpoint, clean):
+@pytest.mark.parametrize("listing", ["driver", "workers"])
+def test_resume_after_a_subset_was_committed_equals_a_clean_run(inputs, tiny_checkpoint, clean, listing):
     """Deterministic resume (no kill timing): shards 0 and 5 committed by an earlier run, then the
     whole input set. Shard 2 repeats shard 0's key s0-0: the committed copy must win, so the rerun
-    rejects shard 2's as a duplicate and nothing is written twice."""
-    out = inputs.parent / "subset"
-    subset = argv(inputs, out, tiny_checkpoint, "--runner", "FnApiRunner")
+    rejects shard 2's as a duplicate and nothing is written twice. ``workers``: both runs list the input
+    and plan the resume in the job."""
+    out = inputs.parent / f"subset-{listing}"
+    mode = ("--runner", "FnApiRunner", "--list_shards", listing)
+    subset = argv(inputs, out, tiny_checkpoint, *mode)
     subset[1] = f"{inputs / 'part-00000.tar'},{inputs / 'part-00005.tar'}"
     first = run(subset)
-    assert first["counts"]["shards"] == 2 and first["counts"]["written"] == 6
-    summary = run(argv(inputs, out, tiny_checkpoint, "--runner", "FnApiRunner"))
+    assert first["counts"]["shards"] == 2 and first["counts"]["written"] == 6 and first["input_shards"] == 2
+    stats = {p.name: p.stat().st_mtime_ns for p in (out / "stats").glob("*.json")}
+    summary = run(argv(inputs, out, tiny_checkpoint, *mode))
     again = snapshot(out)
     assert again == clean and summary["counts"] == clean["counts"]
+    assert summary["input_shards"] == N_SHARDS + 1
+    assert all((out / "stats" / name).stat().st_mtime_ns == t for name, t in stats.items())  # kept, not redone
     keys = [
         k for f in (out / "parquet").glob("*.parquet") for k in pq.read_table(f, columns=["key"]).column(0).to_pylist()
     ]
@@ -197,3 +205,32 @@ def test_resume_after_a_subset_was_committed_equals_a_clean_run(inputs, tiny_che
         "s0-0"
         in pq.read_table(next((out / "parquet").glob("part-00000-*.parquet")), columns=["key"]).column(0).to_pylist()
     )
+
+
+def test_worker_listing_refuses_a_folder_of_another_configuration_and_overwrites_its_own(
+    inputs, tiny_checkpoint, clean
+):
+    out = inputs.parent / "clean"  # committed by the clean run
+    workers = ("--runner", "FnApiRunner", "--list_shards", "workers")
+    with pytest.raises(UsageError, match="another configuration.*--list_shards driver --overwrite"):
+        run(argv(inputs, out, tiny_checkpoint, *workers, "--score_threshold", "0.5"))
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "stats").glob("*.json")}
+    run(argv(inputs, out, tiny_checkpoint, *workers, "--overwrite"))
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "stats").glob("*.json")}
+    assert after.keys() == before.keys() and all(after[k] > before[k] for k in before)
+    assert snapshot(out) == clean
+
+
+def test_worker_listing_reports_an_input_that_gives_nothing_as_a_usage_error(inputs, tiny_checkpoint, tmp_path):
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    (tmp_path / "in" / "sub" / "notes.txt").write_text("x")
+    workers = ("--runner", "FnApiRunner", "--list_shards", "workers")
+    args = argv(inputs, tmp_path / "out", tiny_checkpoint, *workers)
+    args[1] = f"{inputs / 'part-00001.tar'},{tmp_path / 'in'}"
+    with pytest.raises(UsageError) as error:
+        run(args)
+    assert str(error.value) == f"{str(tmp_path / 'in')!r} holds no input VESL can read (looked for {FOLDER_FORMATS})"
+    assert not list((tmp_path / "out").glob("stats/*.json"))  # refused before any shard was committed
+    args[1] = str(tmp_path / "missing")
+    with pytest.raises(UsageError, match="no input matches"):  # said by the launcher: no job is started
+        run(args)

@@ -117,14 +117,33 @@ class Discovery:
     notes: list[str]  # what was skipped and why, for the log
 
 
-class _Finder:
+@dataclass
+class FolderStep:
+    """What one folder's listing gives: its shards, and the subfolders still to walk."""
+
+    shards: list[InputShard]
+    subfolders: list[str]
+
+
+class ShardFinder:
+    """The folder rules for one pattern's filesystem. The driver walks every folder itself
+    (``discover_inputs``); ``vesl.transforms.listing`` walks them on the workers, one ``step`` per
+    folder, with the same rules. Paths are without protocol; shards carry the full URL."""
+
     def __init__(self, fs, remote: bool, output: str | None):
         self.fs = fs
         self.remote = remote
         self.output = output.rstrip("/") if output else None
         self.exclude = [posixpath.join(self.output, name) for name in OWNED_NAMES] if self.output else []
         self.listings: dict[str, Listing] = {}
+        self.img2dataset: dict[str, tuple[Img2datasetFolder | None, dict[str, InputShard]]] = {}
         self.notes: list[str] = []
+
+    @classmethod
+    def for_pattern(cls, pattern: str, output: str | None = None) -> tuple[ShardFinder, str]:
+        """The finder for ``pattern``'s filesystem and the pattern's path on it."""
+        fs, path = fsspec.core.url_to_fs(pattern)
+        return cls(fs, "://" in pattern, fsspec.core.url_to_fs(output)[1] if output else None), path
 
     def full(self, path: str) -> str:
         return self.fs.unstrip_protocol(path) if self.remote else path
@@ -133,6 +152,14 @@ class _Finder:
         if path not in self.listings:
             self.listings[path] = Listing.of(self.fs, path)
         return self.listings[path]
+
+    def img2dataset_folder(self, path: str) -> tuple[Img2datasetFolder | None, dict[str, InputShard]]:
+        """The folder as img2dataset output (or None), and its shards by data path; once per folder, so a glob
+        of 100k files in one folder costs one listing and no search per file."""
+        if path not in self.img2dataset:
+            folder = Img2datasetFolder.recognise(self.listing(path))
+            self.img2dataset[path] = (folder, {s.path: s for s in folder.shards} if folder else {})
+        return self.img2dataset[path]
 
     def excluded(self, path: str) -> bool:
         return any(path == e or path.startswith(e + "/") for e in self.exclude)
@@ -146,51 +173,108 @@ class _Finder:
             full(shard.stats) if shard.stats else None,
         )
 
+    def step(self, folder: str) -> FolderStep:
+        """One folder by the folder rules: the shards it holds itself, and the subfolders to walk."""
+        folder = folder.rstrip("/")
+        if self.excluded(folder):
+            self.notes.append(f"skipped {self.full(folder)}: it is this run's output")
+            return FolderStep([], [])
+        listing = self.listing(folder)
+        if listing.is_vesl_output and folder != self.output:
+            self.notes.append(f"skipped {self.full(folder)}: a VESL output folder")
+            return FolderStep([], [])
+        shards: list[InputShard] = []
+        subfolders: list[str] = []
+        img2dataset, _ = self.img2dataset_folder(folder)
+        if img2dataset is not None:
+            shards += [self._shard(s) for s in img2dataset.shards]
+            taken = {s.path for s in img2dataset.shards} | img2dataset.sidecars
+            loose = {n: p for n, p in listing.files.items() if p not in taken}
+        else:
+            loose = listing.files
+            subfolders = [p for name, p in sorted(listing.folders.items()) if not _hidden(name)]
+        for name, file_path in sorted(loose.items()):
+            fmt = folder_format(name)
+            if fmt and not _hidden(name):
+                shards.append(InputShard(self.full(file_path), fmt))
+        return FolderStep(shards, subfolders)
+
     def folder(self, path: str) -> list[InputShard]:
         """Every shard under a folder, by the folder rules."""
         shards: list[InputShard] = []
-        pending = [path.rstrip("/")]
+        pending = [path]
         while pending:
-            folder = pending.pop()
-            if self.excluded(folder):
-                self.notes.append(f"skipped {self.full(folder)}: it is this run's output")
-                continue
-            listing = self.listing(folder)
-            if listing.is_vesl_output and folder != self.output:
-                self.notes.append(f"skipped {self.full(folder)}: a VESL output folder")
-                continue
-            img2dataset = Img2datasetFolder.recognise(listing)
-            if img2dataset is not None:
-                shards += [self._shard(s) for s in img2dataset.shards]
-                taken = {s.path for s in img2dataset.shards} | img2dataset.sidecars
-                loose = {n: p for n, p in listing.files.items() if p not in taken}
-            else:
-                loose = listing.files
-                pending += [p for name, p in sorted(listing.folders.items(), reverse=True) if not _hidden(name)]
-            for name, file_path in sorted(loose.items()):
-                fmt = folder_format(name)
-                if fmt and not _hidden(name):
-                    shards.append(InputShard(self.full(file_path), fmt))
+            step = self.step(pending.pop())
+            shards += step.shards
+            pending += reversed(step.subfolders)
         return shards
 
     def match(self, path: str, is_folder: bool) -> tuple[list[InputShard], str | None]:
-        """The shards of one matched path; (no shards, why) for a sidecar or an unknown file."""
+        """The shards of one matched file (a folder match gives none here: walk it); (no shards, why) for a
+        sidecar or a file in this run's output; (no shards, None) for a file of no known format."""
         if self.excluded(path):
             return [], f"{self.full(path)} is in this run's output"
         parent = posixpath.dirname(path.rstrip("/"))
-        img2dataset = Img2datasetFolder.recognise(self.listing(parent)) if parent else None
+        img2dataset, by_path = self.img2dataset_folder(parent) if parent else (None, {})
         if img2dataset is not None:
-            for shard in img2dataset.shards:
-                if shard.path == path.rstrip("/"):
-                    return [self._shard(shard)], None
+            if path.rstrip("/") in by_path:
+                return [self._shard(by_path[path.rstrip("/")])], None
             if path in img2dataset.sidecars:
                 return [], f"{self.full(path)} is img2dataset's bookkeeping, read with its shard"
         if is_folder:
-            return self.folder(path), None
+            return [], None
         fmt = format_from_name(path)
         if fmt is None:
             return [], None
         return [InputShard(self.full(path), fmt)], None
+
+    def expand(self, pattern: str, path: str) -> PatternMatches:
+        """One pattern: the shards its file matches give, the folders it matches (to walk), and why matches
+        gave nothing. Raises ``InputError`` when it matches nothing, or matches a file of no known format."""
+        if self.fs.isdir(path):
+            matches = [(path, True)]
+        elif any(c in path for c in "*?["):
+            # detail=True: the listing says which matches are folders, without a call per match
+            found = self.fs.glob(path, detail=True)
+            matches = [(m, found[m].get("type") == "directory") for m in sorted(found)]
+        else:
+            matches = [(path, False)] if self.fs.exists(path) else []
+        if not matches:
+            raise InputError(f"no input matches {pattern!r}")
+        result = PatternMatches([], [], [])
+        unknown = []
+        for match, is_folder in matches:
+            got, reason = self.match(match, is_folder)
+            result.shards += got
+            if reason:
+                result.why_not.append(reason)
+            elif is_folder and not got:
+                result.folders.append(match)
+            elif not got:
+                unknown.append(self.full(match))
+        if unknown:
+            more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+            raise InputError(
+                f"{unknown[0]}{more}: not a format VESL reads (expected {FOLDER_FORMATS}); narrow {pattern!r}"
+            )
+        return result
+
+
+@dataclass
+class PatternMatches:
+    shards: list[InputShard]
+    folders: list[str]  # matched folders, still to walk
+    why_not: list[str]  # why some matches gave no shard (for the error when the pattern gives none)
+
+
+def no_shards_error(pattern: str, why_not: list[str]) -> InputError:
+    reason = f": {why_not[0]}" if why_not else f" (looked for {FOLDER_FORMATS})"
+    return InputError(f"{pattern!r} holds no input VESL can read{reason}")
+
+
+def split_patterns(patterns: Iterable[str]) -> list[str]:
+    """``--input`` values, repeated or comma-separated, in order, blanks dropped."""
+    return [p for p in (p.strip() for chunk in patterns for p in chunk.split(",")) if p]
 
 
 def folder_format(name: str) -> str | None:
@@ -206,41 +290,18 @@ def _hidden(name: str) -> bool:
 
 def discover_inputs(patterns: Iterable[str], output: str | None = None) -> Discovery:
     """Shards of ``patterns`` (globs, folders, files; comma-separated or repeated), sorted by path and
-    de-duplicated. ``output``: the run's output folder, whose VESL files are never read. Raises ``InputError``
-    naming the first pattern that matches nothing readable."""
+    de-duplicated (a shard found by two patterns is the first one's). ``output``: the run's output folder,
+    whose VESL files are never read. Raises ``InputError`` naming the first pattern that matches nothing
+    readable."""
     found: dict[str, InputShard] = {}
     notes: list[str] = []
-    for pattern in (p.strip() for chunk in patterns for p in chunk.split(",")):
-        if not pattern:
-            continue
-        fs, path = fsspec.core.url_to_fs(pattern)
-        remote = "://" in pattern
-        finder = _Finder(fs, remote, fsspec.core.url_to_fs(output)[1] if output else None)
-        if fs.isdir(path):
-            matches = [(path, True)]
-        elif any(c in path for c in "*?["):
-            matches = [(m, fs.isdir(m)) for m in sorted(fs.glob(path))]
-        else:
-            matches = [(path, False)] if fs.exists(path) else []
-        if not matches:
-            raise InputError(f"no input matches {pattern!r}")
-        shards, unknown, why_not = [], [], []
-        for match, is_folder in matches:
-            got, reason = finder.match(match, is_folder)
-            shards += got
-            if reason:
-                why_not.append(reason)
-            elif not got and not is_folder:
-                unknown.append(finder.full(match))
-        if unknown:
-            more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
-            raise InputError(
-                f"{unknown[0]}{more}: not a format VESL reads (expected {FOLDER_FORMATS}); narrow {pattern!r}"
-            )
+    for pattern in split_patterns(patterns):
+        finder, path = ShardFinder.for_pattern(pattern, output)
+        matches = finder.expand(pattern, path)
+        shards = matches.shards + [s for folder in matches.folders for s in finder.folder(folder)]
         if not shards:
-            reason = f": {why_not[0]}" if why_not else f" (looked for {FOLDER_FORMATS})"
-            raise InputError(f"{pattern!r} holds no input VESL can read{reason}")
-        notes += finder.notes + why_not
+            raise no_shards_error(pattern, matches.why_not)
+        notes += finder.notes + matches.why_not
         for shard in shards:
             found.setdefault(shard.path, shard)
     return Discovery([found[p] for p in sorted(found)], notes)

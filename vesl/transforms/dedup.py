@@ -92,23 +92,18 @@ def open_stats(layout: OutputLayout, shard_id: str):
 
 
 class FindDuplicateKeys(beam.PTransform):
-    """InputShards -> (shard path, Duplicate): the verdicts that ``ReadShards`` applies."""
+    """(InputShards, ids of committed shards whose keys count) -> (shard path, Duplicate): the verdicts
+    that ``ReadShards`` applies. A bare PCollection of InputShards: no committed shard."""
 
-    def __init__(
-        self, config: ReadConfig, layout: OutputLayout | None = None, committed_shard_ids: tuple[str, ...] = ()
-    ):
+    def __init__(self, config: ReadConfig, layout: OutputLayout | None = None):
         super().__init__()
         self.config = config
         self.layout = layout
-        self.committed_shard_ids = committed_shard_ids
 
-    def expand(self, shards):
+    def expand(self, inputs):
+        shards, committed_ids = inputs if isinstance(inputs, tuple) else (inputs, None)
         keyed = shards | "SpreadShards" >> beam.Reshuffle() | "ReadKeys" >> beam.ParDo(ReadKeysFn(self.config))
-        if self.committed_shard_ids:
-            ghosts = (
-                shards.pipeline
-                | "CommittedShards" >> beam.Create(list(self.committed_shard_ids))
-                | "ReadCommittedKeys" >> beam.ParDo(ReadCommittedKeysFn(self.layout))
-            )
+        if committed_ids is not None:
+            ghosts = committed_ids | "ReadCommittedKeys" >> beam.ParDo(ReadCommittedKeysFn(self.layout))
             keyed = (keyed, ghosts) | "WithCommittedKeys" >> beam.Flatten()
         return keyed | "GroupKeys" >> beam.GroupByKey() | "PickFirst" >> beam.ParDo(PickFirstFn())

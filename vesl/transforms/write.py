@@ -12,7 +12,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import apache_beam as beam
@@ -211,8 +211,9 @@ class MergeTalliesFn(TallyFn):
 
 
 class WriteShardOutputs(beam.PTransform):
-    """(labeled images, rejects, keyed accounting events, input shards) -> committed shards and
-    summary.json. ``previous`` are the tallies of shards committed by earlier runs that this run keeps."""
+    """(labeled images, rejects, keyed accounting events, input shards, previous, shard count) ->
+    committed shards and summary.json. ``previous``: the counts of shards committed by earlier runs that
+    this run keeps; ``shard count``: a one-element PCollection, the input's shards (processed + kept)."""
 
     def __init__(
         self,
@@ -221,7 +222,6 @@ class WriteShardOutputs(beam.PTransform):
         provenance: Provenance,
         config_json: str,
         summary_header: dict[str, Any],
-        previous: Sequence[dict[str, Any]] = (),
         progress_dir: str | None = None,
         release_lease: bool = False,
     ):
@@ -232,11 +232,10 @@ class WriteShardOutputs(beam.PTransform):
         self.provenance = provenance
         self.config_json = config_json
         self.summary_header = summary_header
-        self.previous = list(previous)
         self.progress_dir = progress_dir
 
     def expand(self, inputs):
-        labeled, rejects, events, input_shards = inputs
+        labeled, rejects, events, input_shards, previous, shard_count = inputs
         cfg, layout, provenance, include = self.config, self.layout, self.provenance, self.config.write_image_bytes
         by_shard = lambda item: shard_output_id(item.record.shard)  # noqa: E731
         sinks: dict[str, fileio.FileSink] = {}
@@ -274,13 +273,16 @@ class WriteShardOutputs(beam.PTransform):
             | "GroupShardFiles" >> beam.CoGroupByKey()
             | "CommitShards" >> beam.ParDo(CommitShardFn(layout, sinks, header, self.progress_dir))
         )
-        previous = [Tally.from_dict(p) for p in self.previous]
         summary_header = self.summary_header
         summary = (
-            (committed, committed.pipeline | "PreviousShards" >> beam.Create(previous))
+            (committed, previous | "PreviousTallies" >> beam.Map(Tally.from_dict))
             | "AllShards" >> beam.Flatten()
             | "MergeShardCounts" >> beam.CombineGlobally(MergeTalliesFn())
-            | "ToSummaryJson" >> beam.Map(lambda counts: json.dumps({**summary_header, "counts": counts}, indent=2))
+            | "ToSummaryJson"
+            >> beam.Map(
+                lambda counts, n: json.dumps({**summary_header, "input_shards": n, "counts": counts}, indent=2),
+                beam.pvalue.AsSingleton(shard_count),
+            )
             | "WriteSummary" >> beam.io.WriteToText(layout.summary_path, num_shards=1, shard_name_template="")
         )
         if self.release_lease and layout.run_id:  # no launcher waits: the job cleans up after itself

@@ -1,0 +1,251 @@
+"""ListShards and PlanShards: the input listing and the resume plan, done on the workers.
+
+For inputs of 100k+ shards the driver lists nothing: the job graph holds the ``--input`` patterns
+only, never a list of shards or of committed shards (Dataflow refuses a job graph over ~10 MB, and a
+driver-side list of 100k InputShards with their sidecars is ~20 MB). The rules are those of
+``vesl.io.inputs`` (``ShardFinder``), applied one folder per call:
+
+- ``MatchPatterns``: each pattern is matched (one glob listing for a glob, whatever its number of
+  matches); matched files become shards (a file in an img2dataset folder takes its sidecars, from one
+  listing of that folder); matched folders are walked.
+- ``WalkLevel1..N``: each folder is listed once, after a Reshuffle that spreads folders over workers;
+  an img2dataset folder gives its shards (its ``NNNNN/`` folders are shards, never walked), any other
+  folder its loose files and its subfolders for the next level. The last level walks what is left of
+  its subtree in one call, so deep trees cost no more levels in the graph.
+- ``OneShardPerPath``: a shard found by two patterns is the first pattern's, as on the driver.
+- ``CheckPatterns``: a pattern that gives no shard fails the job with the driver's ``InputError``
+  text, before any shard is read: the shards pass a side input that exists only once every pattern is
+  checked.
+
+``PlanShards`` lists ``OUTPUT/stats/`` with Beam's ``fileio.MatchFiles`` and joins it with the listed
+shards by shard id: a shard of this input with a stats file made with this configuration is kept as
+committed (its counts go to the summary, its keys to the duplicate-key pass); every other shard is
+processed. The folder's configuration itself (``_config.json``) is checked by the launcher before the
+job starts, as for a driver-side listing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.metrics import Metrics
+
+from vesl import progress
+from vesl.io.inputs import ShardFinder, no_shards_error
+from vesl.io.layout import OutputLayout, shard_output_id
+from vesl.records import InputShard
+from vesl.transforms import METRICS_NAMESPACE
+
+FOLDERS = "folders"
+WHY_NOT = "why_not"
+COMMITTED = "committed"
+WALK_LEVELS = 3  # levels spread over workers; a deeper subtree is walked by one call of the last level
+
+log = logging.getLogger("vesl")
+
+
+class _FinderFn(beam.DoFn):
+    """One ShardFinder per pattern and worker: folder listings are cached within it."""
+
+    def __init__(self, output: str | None):
+        self.output = output
+        self.finders: dict[str, ShardFinder] = {}
+
+    def finder(self, pattern: str) -> ShardFinder:
+        if pattern not in self.finders:
+            self.finders[pattern] = ShardFinder.for_pattern(pattern, self.output)[0]
+        return self.finders[pattern]
+
+    def log_notes(self, finder: ShardFinder) -> None:
+        for note in finder.notes:
+            log.info("input: %s", note)
+        finder.notes.clear()
+
+
+class MatchPatternFn(_FinderFn):
+    """(pattern index, pattern) -> ((index, pattern), shard) + FOLDERS ((index, pattern), folder) + WHY_NOT."""
+
+    def process(self, indexed):
+        index, pattern = indexed
+        finder, path = ShardFinder.for_pattern(pattern, self.output)
+        self.finders[pattern] = finder
+        matches = finder.expand(pattern, path)  # InputError: no match, or a file of no known format
+        for reason in matches.why_not:
+            log.info("input: %s", reason)
+            yield beam.pvalue.TaggedOutput(WHY_NOT, (index, reason))
+        for folder in matches.folders:
+            yield beam.pvalue.TaggedOutput(FOLDERS, ((index, pattern), folder))
+        for shard in matches.shards:
+            yield (index, pattern), shard
+
+
+class WalkFolderFn(_FinderFn):
+    """((index, pattern), folder) -> its shards + FOLDERS (its subfolders); ``whole``: walk the subtree."""
+
+    def __init__(self, output: str | None, whole: bool):
+        super().__init__(output)
+        self.whole = whole
+        self.folders = Metrics.counter(METRICS_NAMESPACE, "input_folders_listed")
+
+    def process(self, element):
+        tagged, folder = element
+        finder = self.finder(tagged[1])
+        pending = [folder]
+        while pending:
+            step = finder.step(pending.pop())
+            self.folders.inc()
+            for shard in step.shards:
+                yield tagged, shard
+            if self.whole:
+                pending += reversed(step.subfolders)
+            else:
+                for sub in step.subfolders:
+                    yield beam.pvalue.TaggedOutput(FOLDERS, (tagged, sub))
+        self.log_notes(finder)
+
+
+def first_pattern_shard(keyed: tuple[str, list[tuple[int, InputShard]]]) -> InputShard:
+    """(path, [(pattern index, shard)]) -> the shard of the first pattern that found it."""
+    _, found = keyed
+    return min(found, key=lambda t: (t[0], t[1].format, t[1].metadata or "", t[1].stats or ""))[1]
+
+
+class CheckPatternFn(beam.DoFn):
+    """(index, {pattern, shards, why_not}) -> the pattern's shard count; a pattern without one fails."""
+
+    def process(self, joined):
+        _, grouped = joined
+        patterns = list(grouped["pattern"])
+        count = sum(grouped["shards"])
+        if patterns and not count:
+            raise no_shards_error(patterns[0], sorted(grouped["why_not"]))
+        yield count
+
+
+def _pass_after(shard: InputShard, _checked: int) -> InputShard:
+    return shard
+
+
+class ListShards(beam.PTransform):
+    """PBegin -> the InputShards of ``patterns``, one per path, listed on the workers."""
+
+    def __init__(self, patterns: list[str], output: str | None = None, levels: int = WALK_LEVELS):
+        super().__init__()
+        self.patterns = list(patterns)
+        self.output = output
+        self.levels = levels
+
+    def expand(self, pbegin):
+        patterns = pbegin | "Patterns" >> beam.Create(list(enumerate(self.patterns)))
+        matched = patterns | "MatchPatterns" >> beam.ParDo(MatchPatternFn(self.output)).with_outputs(
+            FOLDERS, WHY_NOT, main="shards"
+        )
+        found, folders = [matched.shards], matched[FOLDERS]
+        for level in range(1, self.levels + 1):
+            walked = (
+                folders
+                | f"SpreadFolders{level}" >> beam.Reshuffle()
+                | f"WalkLevel{level}"
+                >> beam.ParDo(WalkFolderFn(self.output, whole=level == self.levels)).with_outputs(
+                    FOLDERS, main="shards"
+                )
+            )
+            found.append(walked.shards)
+            folders = walked[FOLDERS]
+        found = found | "AllFound" >> beam.Flatten()
+        checked = (
+            {
+                "pattern": patterns,
+                "shards": found | "PerPattern" >> beam.Map(lambda t: (t[0][0], 1)),
+                "why_not": matched[WHY_NOT],
+            }
+            | "JoinPatterns" >> beam.CoGroupByKey()
+            | "CheckPatterns" >> beam.ParDo(CheckPatternFn())
+            | "CountFound" >> beam.CombineGlobally(sum)
+        )
+        return (
+            found
+            | "ByPath" >> beam.Map(lambda t: (t[1].path, (t[0][0], t[1])))
+            | "GroupByPath" >> beam.GroupByKey()
+            | "OneShardPerPath" >> beam.Map(first_pattern_shard)
+            | "AfterCheck" >> beam.Map(_pass_after, beam.pvalue.AsSingleton(checked))
+        )
+
+
+class CommittedConflict(ValueError):
+    """A committed shard of this input made with another configuration (a folder VESL did not plan)."""
+
+
+def stats_shard_id(path: str, suffix: str) -> str:
+    return path.rsplit("/", 1)[-1][: -len(suffix)]
+
+
+class PlanShardFn(beam.DoFn):
+    """(shard id, {shard, stats}) -> the shard to process, or COMMITTED (shard id, counts)."""
+
+    def __init__(self, config_digest: str, overwrite: bool, progress_dir: str | None = None):
+        self.config_digest = config_digest
+        self.overwrite = overwrite
+        self.progress_dir = progress_dir
+        self.kept = Metrics.counter(METRICS_NAMESPACE, "shards_already_committed")
+
+    def setup(self):
+        self.progress = progress.counters_for(self.progress_dir)
+
+    def process(self, joined):
+        shard_id, grouped = joined
+        shards, stats_paths = list(grouped["shard"]), list(grouped["stats"])
+        # A stats file without a shard was committed by a run over another input: not this run's.
+        if shards and stats_paths and not self.overwrite:
+            yield beam.pvalue.TaggedOutput(COMMITTED, (shard_id, self.committed_counts(stats_paths[0])))
+        elif shards:
+            if self.progress is not None:
+                self.progress.add(progress.SHARDS_LISTED)
+                self.progress.flush()
+            yield from shards
+
+    def committed_counts(self, stats_path: str) -> dict:
+        import fsspec
+
+        with fsspec.open(stats_path, "r") as f:
+            stats = json.load(f)
+        digest = stats.get("provenance", {}).get("config_digest")
+        if digest != self.config_digest:
+            raise CommittedConflict(
+                f"{stats_path} was made with another configuration (config digest {digest}, this run "
+                f"{self.config_digest}); pass --overwrite to redo it, or write elsewhere"
+            )
+        self.kept.inc()
+        return stats["counts"]
+
+
+class PlanShards(beam.PTransform):
+    """InputShards -> the shards to process (main) + COMMITTED: (shard id, counts) of this input's shards
+    that earlier runs committed. ``overwrite``: every shard is processed again."""
+
+    def __init__(self, layout: OutputLayout, config_digest: str, overwrite: bool, progress_dir: str | None = None):
+        super().__init__()
+        self.layout = layout
+        self.config_digest = config_digest
+        self.overwrite = overwrite
+        self.progress_dir = progress_dir
+
+    def expand(self, shards):
+        suffix = self.layout.suffix("stats")
+        stats = (
+            shards.pipeline
+            | "MatchCommitted" >> fileio.MatchFiles(self.layout.stats_glob, fileio.EmptyMatchTreatment.ALLOW)
+            | "CommittedById" >> beam.Map(lambda m: (stats_shard_id(m.path, suffix), m.path))
+        )
+        by_id = shards | "ShardsById" >> beam.Map(lambda shard: (shard_output_id(shard.path), shard))
+        return (
+            {"shard": by_id, "stats": stats}
+            | "JoinCommitted" >> beam.CoGroupByKey()
+            | "Plan"
+            >> beam.ParDo(PlanShardFn(self.config_digest, self.overwrite, self.progress_dir)).with_outputs(
+                COMMITTED, main="to_process"
+            )
+        )
