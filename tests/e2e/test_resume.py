@@ -212,7 +212,7 @@ def test_worker_listing_refuses_a_folder_of_another_configuration_and_overwrites
 ):
     out = inputs.parent / "clean"  # committed by the clean run
     workers = ("--runner", "FnApiRunner", "--list_shards", "workers")
-    with pytest.raises(UsageError, match="another configuration.*--list_shards driver --overwrite"):
+    with pytest.raises(UsageError, match=r"another configuration.*--list_shards driver --overwrite"):
         run(argv(inputs, out, tiny_checkpoint, *workers, "--score_threshold", "0.5"))
     before = {p.name: p.stat().st_mtime_ns for p in (out / "stats").glob("*.json")}
     run(argv(inputs, out, tiny_checkpoint, *workers, "--overwrite"))

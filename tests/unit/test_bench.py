@@ -116,3 +116,12 @@ def test_caption_bench_runs_on_cpu_with_the_tiny_captioner(capsys):
     )
     assert result["img_per_s"] > 0 and result["words_per_caption"] <= 5
     assert json.loads(capsys.readouterr().out)["arch"] == "tiny"
+
+
+def test_listing_bench_lists_every_shard_both_ways(tmp_path, capsys):
+    from bench import listing
+
+    listing.main(["--shards", "300", "--work", str(tmp_path)])
+    row = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert row["driver_listed"] == row["workers_listed"] == 300
+    assert row["graph_bytes_driver"] > 0 and row["graph_bytes_workers"] > 0

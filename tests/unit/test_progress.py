@@ -57,3 +57,13 @@ def test_monitor_prints_lines_and_a_final_one(tmp_path):
     lines = stream.getvalue().splitlines()
     assert len(lines) >= 2 and "\r" not in stream.getvalue()
     assert lines[-1].startswith("vesl: shards 2/2 read, 0 committed | records 4/4 done")
+
+
+def test_monitor_of_a_worker_side_listing_takes_the_total_from_the_listing(tmp_path):
+    counters = counters_for(str(tmp_path))
+    monitor = ProgressMonitor(str(tmp_path), shards_total=None, stream=io.StringIO())
+    counters.add(progress.SHARDS_LISTED, 5)
+    counters.add(progress.SHARDS_READ, 2)
+    counters.flush()
+    assert monitor.snapshot().shards_total == 5
+    assert format_progress(monitor.snapshot(), 1.0).startswith("vesl: shards 2/5 read")
