@@ -8,7 +8,7 @@ PYTHON := $(VENV)/bin/python
 # override, e.g. TORCH_SPEC='torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128'.
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.vesl-installed
-# NLTK finds its data through NLTK_DATA; `make` downloads the tagger there when it is missing.
+# NLTK finds its data through NLTK_DATA; `make` downloads the tagger (and, optionally, punkt) there when missing.
 NLTK_DATA ?= $(CURDIR)/.cache/nltk_data
 export NLTK_DATA
 SAMPLE_DIR ?= out/sample
@@ -42,6 +42,11 @@ nltk-data: $(STAMP)
 	  echo "NLTK tagger data not found; downloading it into $(firstword $(subst :, ,$(NLTK_DATA)))"; \
 	  $(PYTHON) -W ignore -m nltk.downloader -q -d "$(firstword $(subst :, ,$(NLTK_DATA)))" averaged_perceptron_tagger_eng; \
 	  $(PYTHON) -m vesl.text.nltk_phrases; }
+	@# punkt (cloc mode's sentence splitter, as CLOC's listing uses it) is optional: without it VESL falls back.
+	@$(PYTHON) -m vesl.text.nltk_phrases --punkt >/dev/null 2>&1 || { \
+	  echo "NLTK punkt data not found; trying to download it into $(firstword $(subst :, ,$(NLTK_DATA)))"; \
+	  $(PYTHON) -W ignore -m nltk.downloader -q -d "$(firstword $(subst :, ,$(NLTK_DATA)))" punkt_tab >/dev/null 2>&1; \
+	  $(PYTHON) -m vesl.text.nltk_phrases --punkt || true; }
 
 sample: setup
 	rm -rf $(SAMPLE_DIR)

@@ -4,16 +4,21 @@ The listing: lower-case the caption; ``nltk.word_tokenize``; drop OWL-ST's gener
 ``nltk.pos_tag``; ``RegexpParser("NP: {<DT>?<JJ.*>*<NN.*>+}")``; join each NP's words with spaces;
 skip chunks made only of stopwords; keep the first 20. No de-duplication.
 
-Two documented differences, both forced by working offline and both visible only on unusual text:
-- ``word_tokenize`` splits sentences with NLTK's punkt model, which is not part of the data VESL
-  needs; VESL splits sentences at whitespace after ``.``, ``!`` or ``?`` and tokenizes each with
-  ``word_tokenize(..., preserve_line=True)`` (the same Treebank tokenizer).
-- spans: each token is located in the caption, so ``caption[char_start:char_end]`` is the phrase as
-  written; the phrase ``text`` stays the listing's space-joined lower-case words.
+Sentences: ``word_tokenize`` splits sentences with NLTK's punkt model, then runs the Treebank
+tokenizer on each. VESL does exactly that when punkt's data (``punkt_tab``, fetched by ``make setup``)
+is installed: the same punkt tokenizer instance ``word_tokenize`` uses gives the sentence spans, and
+``word_tokenize(sentence, preserve_line=True)`` the tokens. Without it (offline machines), VESL says so
+once in the log and splits sentences at whitespace after ``.``, ``!`` or ``?``; that differs from the
+listing only around abbreviations ("mr. carlucci" -> "mr" + "carlucci" instead of "mr." + "carlucci")
+and other periods punkt does not take for a sentence end.
+
+Spans: each token is located in the caption, so ``caption[char_start:char_end]`` is the phrase as
+written; the phrase ``text`` stays the listing's space-joined lower-case words.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from functools import cache
@@ -29,6 +34,8 @@ SOURCE = "cloc"
 _QUOTE_FORMS = {"``": ('"', "``", "''"), "''": ('"', "''", "``")}
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
 REQUIRED_NLTK_DATA = ("taggers/averaged_perceptron_tagger_eng/",)
+PUNKT_DATA = "tokenizers/punkt_tab/english/"  # optional: the listing's sentence splitter
+log = logging.getLogger("vesl")
 
 
 class NltkDataMissing(RuntimeError):
@@ -65,12 +72,34 @@ def lower_with_offsets(text: str) -> tuple[str, list[int] | None]:
     return lowered, offsets
 
 
+@cache
+def punkt_splitter():
+    """The punkt tokenizer ``nltk.word_tokenize`` uses (the same cached instance), or None, said once in the
+    log, when its data is not installed."""
+    from nltk import tokenize
+
+    try:
+        return tokenize._get_punkt_tokenizer("english")
+    except LookupError:
+        log.warning(
+            "NLTK punkt data (%s) not found: cloc phrases split sentences at whitespace after . ! ? instead "
+            "(install it with `python -m nltk.downloader punkt_tab`; docs/phrases.md)",
+            PUNKT_DATA,
+        )
+        return None
+
+
 def sentence_spans(text: str) -> list[tuple[int, int]]:
-    spans, start = [], 0
-    for m in _SENTENCE_BREAK.finditer(text):
-        spans.append((start, m.start()))
-        start = m.end()
-    spans.append((start, len(text)))
+    """(start, end) of each sentence: punkt's, as ``word_tokenize`` splits them, or the fallback split."""
+    splitter = punkt_splitter()
+    if splitter is not None:
+        spans = list(splitter.span_tokenize(text))
+    else:
+        spans, start = [], 0
+        for m in _SENTENCE_BREAK.finditer(text):
+            spans.append((start, m.start()))
+            start = m.end()
+        spans.append((start, len(text)))
     return [(s, e) for s, e in spans if e > s]
 
 
@@ -170,9 +199,23 @@ def cloc_noun_phrases(caption: str, max_phrases: int = 20) -> list[Phrase]:
     return chunk_tagged(tagged, [span for _, span in kept], max_phrases, SOURCE)
 
 
-if __name__ == "__main__":  # `python -m vesl.text.nltk_phrases`: check the NLTK data, one line either way
+if __name__ == "__main__":
+    # `python -m vesl.text.nltk_phrases`: check the required NLTK data, one line either way;
+    # `--punkt`: check the optional punkt data (exit 1 when it is missing).
     import sys
 
+    if "--punkt" in sys.argv[1:]:
+        try:
+            nltk.data.find(PUNKT_DATA)
+        except LookupError:
+            print(
+                f"vesl: NLTK punkt data ({PUNKT_DATA}) not found: cloc phrases split sentences at whitespace "
+                "after . ! ? instead (docs/phrases.md)",
+                file=sys.stderr,
+            )
+            sys.exit(1)
+        print("vesl: NLTK punkt data found")
+        sys.exit(0)
     try:
         check_nltk_data()
     except NltkDataMissing as exc:
