@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -46,10 +47,11 @@ DEFAULT_CAPTIONS = SHARED / "text" / "coco_captions_val2017.json"
 
 
 def load_captions(path: Path) -> list[str]:
-    data = json.loads(path.read_text())
-    if isinstance(data, dict) and "annotations" in data:
-        return [a["caption"].strip() for a in data["annotations"]]
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    """COCO-style captions JSON ({"annotations": [{"caption": ...}]}), or one caption per line."""
+    text = path.read_text()
+    if path.suffix == ".json":
+        return [a["caption"].strip() for a in json.loads(text)["annotations"]]
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def samples(photos: list[bytes], captions: list[str], n: int) -> Iterator[tuple[str, bytes, str]]:
@@ -117,6 +119,8 @@ def measure(n: int, work: Path, checkpoint: str, args) -> dict:
     inputs, output = work / f"in-{n}", work / f"out-{n}"
     if not inputs.exists():
         write_shards(inputs, n, args.per_shard, photos, captions)
+    # A run over an earlier run's output would resume: every shard committed, nothing measured.
+    shutil.rmtree(output, ignore_errors=True)
     with tempfile.NamedTemporaryFile(suffix=".json") as rss, tempfile.NamedTemporaryFile(suffix=".json") as dev:
         command = [sys.executable, "-m", "bench.peak_rss", rss.name, sys.executable, "-m", "bench.scale"]
         command += ["--child", dev.name, "--", *run_argv(inputs, output, checkpoint, args.decoder)]

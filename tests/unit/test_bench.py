@@ -125,3 +125,21 @@ def test_listing_bench_lists_every_shard_both_ways(tmp_path, capsys):
     row = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert row["driver_listed"] == row["workers_listed"] == 300
     assert row["graph_bytes_driver"] > 0 and row["graph_bytes_workers"] > 0
+
+
+@pytest.mark.slow  # two pipeline runs (~40 s)
+def test_scale_bench_measures_again_in_a_reused_work_folder(tmp_path, capsys):
+    """A second run over the same --work folder must process its images again, not resume the first
+    run's committed output (which measured nothing: found on 2026-12-02)."""
+    from bench import scale
+    from tests.conftest import PHOTOS
+
+    captions = tmp_path / "captions.txt"
+    captions.write_text("a cat on a sofa\na red motorcycle in a garage\n")
+    argv = ["--sizes", "6", "--per-shard", "3", "--photos", str(PHOTOS), "--captions", str(captions)]
+    argv += ["--work", str(tmp_path / "work"), "--decoder", "pil"]
+    for _ in range(2):
+        scale.main(argv)
+        row = json.loads(capsys.readouterr().out.splitlines()[0])
+        assert row["images"] == row["written"] + row["rejected"] == 6
+        assert row["device_cpu_s"] > 0  # the detector ran: the images were processed, not kept as committed
