@@ -144,3 +144,19 @@ def test_remote_folders_keep_their_protocol():
     assert shards[0].metadata == "memory:///bucket/i2d/00000.parquet"
     assert shards[0].stats == "memory:///bucket/i2d/00000_stats.json"
     fs.rm("/bucket", recursive=True)
+
+
+def test_usage_errors_raised_in_the_job_are_recognised_in_a_remote_runners_error_text():
+    from pipelines.vesl import worker_usage_error
+
+    remote = RuntimeError(
+        "Dataflow pipeline failed. State: FAILED, Error:\nTraceback (most recent call last):\n"
+        '  File "/usr/local/lib/python3.11/site-packages/vesl/transforms/listing.py", line 120, in process\n'
+        "vesl.io.inputs.InputError: 'gs://b/empty' holds no input VESL can read (looked for .tar) "
+        "[while running 'ListShards/CheckPatterns']\n"
+    )
+    assert worker_usage_error(remote) == "'gs://b/empty' holds no input VESL can read (looked for .tar)"
+    assert worker_usage_error(InputError("no input matches 'x' [while running 'ListShards/MatchPatterns']")) == (
+        "no input matches 'x'"
+    )
+    assert worker_usage_error(RuntimeError("CUDA out of memory")) is None
