@@ -145,3 +145,12 @@ def test_scale_bench_measures_again_in_a_reused_work_folder(tmp_path, capsys):
         row = json.loads(capsys.readouterr().out.splitlines()[0])
         assert row["images"] == row["written"] + row["rejected"] == 6
         assert row["device_cpu_s"] > 0  # the detector ran: the images were processed, not kept as committed
+
+
+def test_beam_overhead_bench_prints_json(capsys):
+    from bench import beam_overhead
+
+    beam_overhead.main(["--elements", "200", "--steps", "2"])
+    row = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert set(row["fused_step_us"]) == {"int", "record"}
+    assert all(v > 0 for v in row["encode_us"].values())
