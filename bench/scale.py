@@ -85,15 +85,19 @@ def _process_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def child(device_cpu_out: str, argv: list[str]) -> int:
-    """Run the command line with the detector's device part timed (see the module docstring)."""
+def child(device_cpu_out: str, argv: list[str], stages: bool = False) -> int:
+    """Run the command line with the detector's device part timed (see the module docstring), and with
+    ``stages`` each stage's exclusive CPU (``bench.stage_timer``)."""
     import torch
 
+    from bench import stage_timer
     from pipelines.vesl import main
     from vesl.models.owlv2 import Owlv2Detector
 
     torch.set_num_threads(1)
     spent = [0.0]
+    if stages:
+        stage_timer.install()
 
     def timed(method):
         def wrapper(*args, **kwargs):
@@ -105,12 +109,16 @@ def child(device_cpu_out: str, argv: list[str]) -> int:
 
         return wrapper
 
-    Owlv2Detector.prepare_batch = timed(Owlv2Detector.prepare_batch)
-    Owlv2Detector.forward = timed(Owlv2Detector.forward)
+    for name in ("prepare_batch", "forward"):
+        method = timed(getattr(Owlv2Detector, name))
+        setattr(Owlv2Detector, name, stage_timer.timed(method, "device part") if stages else method)
     try:
         return main(argv)
     finally:
-        Path(device_cpu_out).write_text(json.dumps({"device_cpu_s": spent[0]}))
+        out = {"device_cpu_s": spent[0]}
+        if stages:
+            out["stage_cpu_s"] = dict(stage_timer.spent)
+        Path(device_cpu_out).write_text(json.dumps(out))
 
 
 def measure(n: int, work: Path, checkpoint: str, args) -> dict:
@@ -123,7 +131,8 @@ def measure(n: int, work: Path, checkpoint: str, args) -> dict:
     shutil.rmtree(output, ignore_errors=True)
     with tempfile.NamedTemporaryFile(suffix=".json") as rss, tempfile.NamedTemporaryFile(suffix=".json") as dev:
         command = [sys.executable, "-m", "bench.peak_rss", rss.name, sys.executable, "-m", "bench.scale"]
-        command += ["--child", dev.name, "--", *run_argv(inputs, output, checkpoint, args.decoder)]
+        command += ["--child", dev.name, *(["--stages"] if args.stages else [])]
+        command += ["--", *run_argv(inputs, output, checkpoint, args.decoder)]
         start = time.perf_counter()
         subprocess.run(
             command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, check=True
@@ -144,6 +153,7 @@ def measure(n: int, work: Path, checkpoint: str, args) -> dict:
         "device_cpu_s": round(device["device_cpu_s"], 2),
         "wall_s": round(wall, 1),
         "total_cpu_ms_per_image": round(1000 * measured["cpu_s"] / n, 2),
+        **({"stage_cpu_s": {k: round(v, 3) for k, v in device["stage_cpu_s"].items()}} if args.stages else {}),
     }
 
 
@@ -155,10 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--captions", default=str(DEFAULT_CAPTIONS))
     parser.add_argument("--decoder", default="nvimgcodec", choices=["nvimgcodec", "pil"])
     parser.add_argument("--work", default=None, help="folder for shards and outputs (default: a temporary one)")
+    parser.add_argument("--stages", action="store_true", help="also each stage's exclusive CPU (bench.stage_timer)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args(argv)
     if args.child:
-        return child(args.child, [a for a in rest if a != "--"])
+        return child(args.child, [a for a in rest if a != "--"], args.stages)
     from vesl.models.tiny import write_tiny_checkpoint
 
     sizes = sorted(int(s) for s in args.sizes.split(","))
@@ -173,6 +184,21 @@ def main(argv: list[str] | None = None) -> int:
                 prev = rows[-1]
                 host = (row["cpu_s"] - row["device_cpu_s"]) - (prev["cpu_s"] - prev["device_cpu_s"])
                 row["host_cpu_ms_per_image"] = round(1000 * host / (n - prev["images"]), 3)
+                if args.stages:  # the marginal CPU of each stage, and what no stage claims
+                    names = set(row["stage_cpu_s"]) | set(prev["stage_cpu_s"])
+                    per = {
+                        k: round(
+                            1000
+                            * (row["stage_cpu_s"].get(k, 0) - prev["stage_cpu_s"].get(k, 0))
+                            / (n - prev["images"]),
+                            3,
+                        )
+                        for k in sorted(names)
+                    }
+                    per["(not in a stage: Beam, coders, groupings, other threads)"] = round(
+                        row["host_cpu_ms_per_image"] - sum(v for k, v in per.items() if k != "device part"), 3
+                    )
+                    row["host_ms_per_image_by_stage"] = per
             rows.append(row)
             print(json.dumps(row), flush=True)
         print(

@@ -253,3 +253,82 @@ def test_a_tar_with_a_sparse_member_is_read_by_tarfile_without_repeating_records
     reference = list(webdataset._read_webdataset(str(path), CFG, webdataset._tarfile_members))
     assert items == reference
     assert [i.key for i in items] == [photo_samples[0].key, photo_samples[1].key, f"{photo_samples[1].key}x", "late"]
+
+
+# -- the keys-only read of the duplicate-key pass ----------------------------------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_MEMBER = st.tuples(
+    st.sampled_from(["a", "b", "c", "d", "e.x", "7", ""]),  # keys (adjacent repeats form one record)
+    st.sampled_from(["jpg", "png", "txt", "json", "TXT", "webp", "cls"]),
+    st.one_of(
+        st.binary(max_size=40),
+        st.sampled_from([b"a cat", b"  ", b"\xff\xfe", "caf\u00e9".encode(), b"x" * 90]),
+    ),
+)
+
+
+def _hostile_tar(path, members, cut):
+    import io
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for key, ext, data in members:
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    blob = buffer.getvalue()
+    path.write_bytes(blob[: max(0, len(blob) - cut)] if cut else blob)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(members=st.lists(_MEMBER, max_size=12), cut=st.one_of(st.just(0), st.integers(1, 3000)))
+def test_keys_only_read_gives_the_same_records_and_rejects(tmp_path, members, cut):
+    """Whatever the members, their sizes (caps of 60 image bytes, 20 caption characters) and wherever the
+    file is cut, skipping image and metadata bytes changes nothing but those bytes."""
+    path = tmp_path / "s.tar"
+    _hostile_tar(path, members, cut)
+    cfg = ReadConfig(max_image_bytes=60, max_caption_chars=20)
+    full = list(read_shard(str(path), cfg))
+    keys = list(read_shard(str(path), cfg, keys_only=True))
+
+    def shape(item):
+        if isinstance(item, ImageRecord):
+            return ("record", item.key, item.index, item.caption)
+        return ("reject", item.key, item.index, item.reason)
+
+    assert [shape(i) for i in keys] == [shape(i) for i in full]
+    assert all(i.image_bytes == b"" for i in keys if isinstance(i, ImageRecord))
+
+
+def test_keys_only_read_seeks_over_image_bytes(tmp_path, photo_samples):
+    """The pass reads headers and captions: every image byte is skipped, not read."""
+    import dataclasses
+
+    import fsspec
+
+    samples = [dataclasses.replace(s, key=f"{s.key}-{i}") for i in range(4) for s in photo_samples]
+    path = write_webdataset(str(tmp_path / "a.tar"), samples)
+    opener = fsspec.implementations.local.LocalFileOpener
+    original = opener.read
+
+    def bytes_read(keys_only: bool) -> tuple[list[str], int]:
+        counted = [0]
+
+        def counting(self, *args):
+            data = original(self, *args)
+            counted[0] += len(data)
+            return data
+
+        opener.read = counting
+        try:
+            items = list(read_shard(path, CFG, keys_only=keys_only))
+        finally:
+            opener.read = original
+        return [i.key for i in items if isinstance(i, ImageRecord)], counted[0]
+
+    keys, skipping = bytes_read(True)
+    all_keys, reading = bytes_read(False)
+    assert keys == all_keys == [s.key for s in samples]
+    assert reading - skipping >= sum(len(s.image) for s in samples)

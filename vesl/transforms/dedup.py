@@ -30,8 +30,10 @@ class ReadKeysFn(beam.DoFn):
         self.config = config
 
     def process(self, shard: InputShard):
-        # The data alone: img2dataset's sidecars add rejects and checks after the records, never records.
-        for item in read_shard(dataclasses.replace(shard, metadata=None, stats=None), self.config):
+        # The data alone: img2dataset's sidecars add rejects and checks after the records, never records;
+        # and no image bytes where the format lets them be skipped.
+        data_only = dataclasses.replace(shard, metadata=None, stats=None)
+        for item in read_shard(data_only, self.config, keys_only=True):
             if isinstance(item, ImageRecord):
                 yield item.key, (item.shard, item.index, False)
 

@@ -67,11 +67,13 @@ def read_shard(
     cfg: ReadConfig,
     attempts: int | None = None,
     base_delay_s: float | None = None,
+    keys_only: bool = False,
 ) -> Iterator[Item | SourceCheck]:
     """Records and rejects of one shard, in order (then its ``SourceCheck`` when it has img2dataset
     sidecars). A bare path is read as the format its name says. Transient storage errors restart the
     read with exponential backoff, skipping what was already yielded; after ``attempts`` the rest of
-    the shard is rejected in one ``unreadable_shard`` reject saying so."""
+    the shard is rejected in one ``unreadable_shard`` reject saying so. ``keys_only``: the same items for a
+    pass that needs only which records there are (webdataset skips image bytes; other formats read all)."""
     attempts = base.RETRY_ATTEMPTS if attempts is None else attempts
     base_delay_s = base.RETRY_BASE_DELAY_S if base_delay_s is None else base_delay_s
     spec = as_input_shard(shard)
@@ -81,7 +83,7 @@ def read_shard(
     emitted = 0
     for attempt in range(attempts):
         try:
-            for position, item in enumerate(_read_once(spec, cfg)):
+            for position, item in enumerate(_read_once(spec, cfg, keys_only)):
                 if position >= emitted:
                     emitted += 1
                     yield item
@@ -97,8 +99,11 @@ def read_shard(
             time.sleep(base_delay_s * 2**attempt)
 
 
-def _read_once(shard: InputShard, cfg: ReadConfig) -> Iterator[Item | SourceCheck]:
-    data = READERS[shard.format](shard.path, cfg)
+def _read_once(shard: InputShard, cfg: ReadConfig, keys_only: bool = False) -> Iterator[Item | SourceCheck]:
+    if keys_only and shard.format == InputFormat.WEBDATASET:
+        data = read_webdataset(shard.path, cfg, keys_only=True)
+    else:
+        data = READERS[shard.format](shard.path, cfg)
     if shard.metadata is None and shard.stats is None:
         return data
     return with_img2dataset_accounting(shard, data)

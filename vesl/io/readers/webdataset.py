@@ -60,19 +60,23 @@ def _tarfile_members(f) -> Iterator[tuple[str, int, bool, Callable[[], bytes]]]:
             raise EOFError("the tar has no end-of-archive marker: it was cut after its last full member")
 
 
-def read_webdataset(path: str, cfg: ReadConfig) -> Iterator[Item]:
+def read_webdataset(path: str, cfg: ReadConfig, keys_only: bool = False) -> Iterator[Item]:
+    """Records and rejects in order. ``keys_only`` (the duplicate-key pass): the same records and
+    rejects, but image and metadata members are skipped unread (seeked over where the file allows), so
+    records carry empty image bytes and no URL: whether a record is a record depends on its members'
+    names and sizes and on its caption only, and the caption is still read."""
     emitted = 0
     try:
-        for item in _read_webdataset(path, cfg, _lean_members):
+        for item in _read_webdataset(path, cfg, _lean_members, keys_only):
             emitted += 1
             yield item
     except TarUnsupported:  # read it again with tarfile, passing on only what was not passed on yet
-        for position, item in enumerate(_read_webdataset(path, cfg, _tarfile_members)):
+        for position, item in enumerate(_read_webdataset(path, cfg, _tarfile_members, keys_only)):
             if position >= emitted:
                 yield item
 
 
-def _read_webdataset(path: str, cfg: ReadConfig, members) -> Iterator[Item]:
+def _read_webdataset(path: str, cfg: ReadConfig, members, keys_only: bool = False) -> Iterator[Item]:
     index = 0
     key: str | None = None
     files: dict[str, bytes] = {}
@@ -90,6 +94,11 @@ def _read_webdataset(path: str, cfg: ReadConfig, members) -> Iterator[Item]:
                 key = member_key
                 if size > member_limit(ext, cfg):
                     oversized[ext] = size  # skipped unread
+                    continue
+                if keys_only and ext != "txt":
+                    # Present and within its cap is all a record needs of it; a cut inside it still
+                    # shows, at the next header.
+                    files[ext] = b""
                     continue
                 data = read()
                 if len(data) != size:
