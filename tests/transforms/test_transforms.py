@@ -139,3 +139,21 @@ def test_read_shards_counts_as_beam_counters_and_progress_files(tmp_path):
     }
     assert counters["shards_read"] == 3 and counters["records_read"] + counters["records_rejected_at_read"] == 13
     assert progress.read_counts(str(tmp_path)) == {progress.SHARDS_READ: 3, progress.RECORDS_READ: 13}
+
+
+def test_heavy_stages_put_what_they_loaded_out_of_the_collectors_reach():
+    """After setup, a full collection no longer rescans the modules and models the worker keeps
+    (gc.freeze): the phrase stage's setup leaves them frozen."""
+    import gc
+
+    from vesl.config import PhraseConfig
+    from vesl.transforms.phrases import ExtractPhrasesFn
+
+    gc.unfreeze()
+    try:
+        fn = ExtractPhrasesFn(PhraseConfig(mode="cloc"))
+        fn.setup()
+        assert gc.get_freeze_count() > 10_000
+        assert gc.get_count()[0] < 100  # collected just before freezing
+    finally:
+        gc.unfreeze()

@@ -23,7 +23,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 from vesl.config import DetectConfig
 from vesl.models.owlv2 import Owlv2Detector, resolve_device
 from vesl.records import Detections, DetectorInput, ImageRecord, Reason, Reject, Stage
-from vesl.transforms import METRICS_NAMESPACE, RECORDS, REJECTS, reject_failed_batch
+from vesl.transforms import METRICS_NAMESPACE, RECORDS, REJECTS, freeze_loaded_objects, reject_failed_batch
 from vesl.vision.decode import ImageDecodeError
 from vesl.vision.device_decode import DecodeFailure, resolve_image_decoder
 from vesl.vision.prepare import prepare_image
@@ -66,7 +66,9 @@ class Owlv2ModelHandler(ModelHandler[DetectorInput, Detections, Owlv2Detector]):
         self.min_score = min_score
 
     def load_model(self) -> Owlv2Detector:
-        return Owlv2Detector.from_config(self.config)
+        detector = Owlv2Detector.from_config(self.config)
+        freeze_loaded_objects()
+        return detector
 
     def run_inference(
         self, batch: Sequence[DetectorInput], model: Owlv2Detector, inference_args: dict[str, Any] | None = None

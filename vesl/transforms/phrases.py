@@ -10,7 +10,7 @@ from apache_beam.metrics import Metrics
 from vesl.config import PhraseConfig
 from vesl.records import Reason, Reject, Stage
 from vesl.text.phrases import PhraseExtractor
-from vesl.transforms import METRICS_NAMESPACE, RECORDS, REJECTS
+from vesl.transforms import METRICS_NAMESPACE, RECORDS, REJECTS, freeze_loaded_objects
 
 
 class ExtractPhrasesFn(beam.DoFn):
@@ -23,6 +23,7 @@ class ExtractPhrasesFn(beam.DoFn):
 
     def setup(self):
         self.extractor = PhraseExtractor(self.config).setup()
+        freeze_loaded_objects()
 
     def process(self, batch):
         try:
