@@ -1,13 +1,18 @@
 """Noun-phrase quality against human chunks, and phrase statistics of real captions. Prints JSON.
 
-    python -m bench.phrase_quality --conll ../shared/data/text/conll2000/train.txt \
-        [--coco ../shared/data/text/coco_captions_val2017.json] [--limit N] [--modes cloc,spacy,ngrams,both]
+    python -m bench.phrase_quality [--conll ../shared/data/text/conll2000/train.txt] \
+        [--coco ../shared/data/text/coco_captions_val2017.json] [--annotated tests/fixtures/phrases/annotated_captions.jsonl] \
+        [--limit N] [--modes cloc,spacy,ngrams,both]
 
 CoNLL-2000: each sentence's tokens are joined by single spaces; a gold NP is the character span of a
 B-NP/I-NP run. Exact-match precision, recall and F1 over spans, per mode, with no cap on phrases per
 sentence (the parsers are measured, not the cap). ``nominal`` scores count only gold NPs that contain a
 noun (NN*), the kind a detector can ground (CoNLL also chunks pronouns, numbers and "which").
 COCO: phrases per caption, words per phrase, the most frequent phrases, share of captions with none.
+Annotated captions (``tests/fixtures/phrases``, annotated by hand for this purpose; its README gives the
+rules): the visual phrases of each caption; a predicted phrase matches a gold one of the same caption when
+their normalized texts are equal (lower case, spaces collapsed), each gold phrase matched once; at the
+default cap of 20 phrases, as a run uses them.
 """
 
 from __future__ import annotations
@@ -116,6 +121,35 @@ def _miss_kind(tags: list[str], text: str) -> str:
     return "other (tagging or boundary)"
 
 
+def read_annotated(path: str) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def evaluate_annotated(extractor: PhraseExtractor, rows: list[dict]) -> dict:
+    """Precision and recall of the extractor's phrases against each caption's hand-annotated phrases."""
+    predictions = extractor.extract_many([row["caption"] for row in rows])
+    tp = n_pred = n_gold = 0
+    misses, extras = [], []
+    for row, phrases in zip(rows, predictions):
+        gold = Counter(normalize_phrase(g) for g in row["phrases"])
+        predicted = Counter(normalize_phrase(p.text) for p in phrases)
+        matched = gold & predicted
+        tp += sum(matched.values())
+        n_gold += sum(gold.values())
+        n_pred += sum(predicted.values())
+        misses += [(row["caption"], g) for g in (gold - matched).elements()]
+        extras += [(row["caption"], x) for x in (predicted - matched).elements()]
+    return {
+        "captions": len(rows),
+        "gold": n_gold,
+        "predicted": n_pred,
+        **prf(tp, n_pred, n_gold),
+        "missed": misses,
+        "extra": extras,
+    }
+
+
 def coco_statistics(extractor: PhraseExtractor, captions: list[str]) -> dict:
     phrases = extractor.extract_many(captions)
     counts = Counter(len(p) for p in phrases)
@@ -134,12 +168,13 @@ def coco_statistics(extractor: PhraseExtractor, captions: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--conll", required=True)
+    parser.add_argument("--conll")
     parser.add_argument("--coco")
+    parser.add_argument("--annotated", help="hand-annotated captions (JSON lines: caption, phrases)")
     parser.add_argument("--limit", type=int, default=None, help="sentences / captions to use")
     parser.add_argument("--modes", default="cloc,spacy,ngrams,both")
     args = parser.parse_args(argv)
-    sentences = read_conll(args.conll, args.limit)
+    sentences = read_conll(args.conll, args.limit) if args.conll else None
     captions = None
     if args.coco:
         with open(args.coco, encoding="utf-8") as f:
@@ -147,15 +182,15 @@ def main(argv: list[str] | None = None) -> None:
     for mode in args.modes.split(","):
         cap = 300 if mode == "ngrams" else 1000
         extractor = PhraseExtractor(PhraseConfig(mode=mode, max_phrases=cap, cache_size=0)).setup()
-        out = {
-            "bench": "phrase_quality",
-            "mode": mode,
-            "conll_sentences": len(sentences),
-            "conll": evaluate_conll(extractor, sentences),
-        }
+        out: dict = {"bench": "phrase_quality", "mode": mode}
+        if sentences is not None:
+            out["conll_sentences"] = len(sentences)
+            out["conll"] = evaluate_conll(extractor, sentences)
+        default = PhraseExtractor(PhraseConfig(mode=mode, max_phrases=300 if mode == "ngrams" else 20)).setup()
         if captions is not None:
-            default = PhraseExtractor(PhraseConfig(mode=mode, max_phrases=300 if mode == "ngrams" else 20)).setup()
             out["coco"] = coco_statistics(default, captions)
+        if args.annotated:
+            out["annotated"] = evaluate_annotated(default, read_annotated(args.annotated))
         print(json.dumps(out))
 
 

@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import shutil
 import subprocess
 import sys
@@ -132,7 +133,7 @@ def measure(n: int, work: Path, checkpoint: str, args) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json") as rss, tempfile.NamedTemporaryFile(suffix=".json") as dev:
         command = [sys.executable, "-m", "bench.peak_rss", rss.name, sys.executable, "-m", "bench.scale"]
         command += ["--child", dev.name, *(["--stages"] if args.stages else [])]
-        command += ["--", *run_argv(inputs, output, checkpoint, args.decoder)]
+        command += ["--", *run_argv(inputs, output, checkpoint, args.decoder), *shlex.split(args.run_args)]
         start = time.perf_counter()
         subprocess.run(
             command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, check=True
@@ -166,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decoder", default="nvimgcodec", choices=["nvimgcodec", "pil"])
     parser.add_argument("--work", default=None, help="folder for shards and outputs (default: a temporary one)")
     parser.add_argument("--stages", action="store_true", help="also each stage's exclusive CPU (bench.stage_timer)")
+    parser.add_argument("--run-args", default="", help="more options for every run, e.g. '--write_tfrecord false'")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args(argv)
     if args.child:
@@ -210,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                     "decoder": args.decoder,
                     "peak_rss_ratio_largest_to_smallest": round(rows[-1]["peak_rss_mb"] / rows[0]["peak_rss_mb"], 3),
                     "sizes": sizes,
+                    **({"run_args": args.run_args} if args.run_args else {}),
                 }
             )
         )
