@@ -161,7 +161,12 @@ class PhraseExtractor:
             tables = [spacy_phrases.TokenTable(d) for d in docs]
             if self.mode == "both" and cfg.shared_parse:
                 per_source.append(
-                    [spacy_phrases.cloc_grammar_phrases(d, cfg.max_phrases, table=t) for d, t in zip(docs, tables)]
+                    [
+                        spacy_phrases.cloc_grammar_phrases(
+                            d, cfg.max_phrases, table=t, drop_abstract=cfg.drop_abstract_nouns
+                        )
+                        for d, t in zip(docs, tables)
+                    ]
                 )
             per_source.append(
                 [

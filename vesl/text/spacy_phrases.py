@@ -24,7 +24,7 @@ from contextlib import nullcontext
 from functools import cache
 
 from vesl.records import Phrase
-from vesl.text.wordlists import abstract_nouns, generic_words, relational_nouns, stopwords_en
+from vesl.text.wordlists import abstract_nouns, generic_words, partitive_nouns, relational_nouns, stopwords_en
 
 SOURCE = "spacy"
 DEFAULT_BLAS = "auto"  # load_spacy's default (bench.phrases --blas sets it to compare)
@@ -183,12 +183,14 @@ class TokenTable:
     """The attributes phrase building reads, pulled out of a parsed Doc once (Token objects are
     created per access in spaCy, so one pass is much cheaper than several)."""
 
-    __slots__ = ("dep", "doc", "ends", "lower", "pos", "skip", "space", "starts", "tag")
+    __slots__ = ("_chunks", "_verbs", "dep", "doc", "ends", "lower", "pos", "skip", "space", "starts", "tag")
 
     def __init__(self, doc):
         self.doc = doc
         self.lower, self.tag, self.pos, self.dep = [], [], [], []
         self.starts, self.ends, self.skip, self.space = [], [], [], []
+        self._verbs: frozenset[int] | None = None
+        self._chunks: list[tuple[int, int]] | None = None
         for t in doc:
             self.lower.append(t.lower_)
             self.tag.append(t.tag_)
@@ -199,6 +201,20 @@ class TokenTable:
             self.space.append(t.is_space)
             self.skip.append(t.is_punct or t.is_space)
 
+    @property
+    def chunks(self) -> list[tuple[int, int]]:
+        """spaCy's noun chunks as token spans (the iterator behind doc.noun_chunks, no Span objects)."""
+        if self._chunks is None:
+            self._chunks = [(s, e) for s, e, _ in self.doc.noun_chunks_iterator(self.doc)]
+        return self._chunks
+
+    @property
+    def verbs(self) -> frozenset[int]:
+        """``nouns_read_as_verbs`` of this parse, found once."""
+        if self._verbs is None:
+            self._verbs = nouns_read_as_verbs(self)
+        return self._verbs
+
     def content_words(self, start: int, end: int) -> list[str]:
         stop = stopwords_en()
         return [w for w, skip in zip(self.lower[start:end], self.skip[start:end]) if not skip and w not in stop]
@@ -207,9 +223,12 @@ class TokenTable:
         return end < len(self.lower) and self.lower[end] == "of"
 
 
-def _is_idiom_part(table: TokenTable, end: int, content: list[str]) -> bool:
-    """ "front" in "in front of", "a group" in "a group of people": a relational noun followed by "of"."""
-    return table.followed_by_of(end) and all(w in relational_nouns() for w in content)
+def _is_head_before_of(table: TokenTable, end: int, content: list[str]) -> bool:
+    """ "front" in "in front of", "a group" in "a group of people", "a long stretch" in "a long stretch
+    of beach": a position or partitive noun followed by "of" is never a query on its own."""
+    if not content or not table.followed_by_of(end):
+        return False
+    return content[-1] in partitive_nouns() or all(w in relational_nouns() or w in partitive_nouns() for w in content)
 
 
 def _keep_chunk(table: TokenTable, start: int, end: int, drop_abstract: bool) -> bool:
@@ -219,9 +238,133 @@ def _keep_chunk(table: TokenTable, start: int, end: int, drop_abstract: bool) ->
     content = table.content_words(start, end)
     if not content or all(w in generic_words() for w in content):
         return False  # "a stock photo" names nothing a detector can find
-    if _is_idiom_part(table, end, content):
+    if end - start == 1 and table.lower[start] in relational_nouns():
+        return False  # bare "top" of "on top", "front" of "in front a group of boxes"
+    if _is_head_before_of(table, end, content):
         return False
     return not (drop_abstract and table.lower[root] in abstract_nouns())
+
+
+# -- verbs the tagger calls nouns ---------------------------------------------------------------------
+_FINITE_VERB_TAGS = frozenset({"VBZ", "VBP", "VBD", "MD"})
+_SINGULAR_DETERMINERS = frozenset({"a", "an", "this", "each", "every", "another"})
+_VERB_TAGS = frozenset({"VBG", "VBZ", "VBP", "VBD"})
+_PLURAL_QUANTIFIERS = frozenset({"few", "couple", "lot", "lots", "number", "bunch", "several", "many", "dozen"})
+
+
+_AFTER_VERB_TAGS = frozenset({"IN", "RP", "RB", "RBR", "TO"})
+_SUBORDINATORS = frozenset({"as", "while", "when", "whereas", "because", "until", "after", "before", "where"})
+
+
+def _verb_context(table: TokenTable, first: int, i: int) -> bool:
+    """Whether what follows token ``i`` (the root of a chunk starting at ``first``) is what follows a
+    verb: a preposition, particle or adverb other than "of" ("waves to", "squats down"), "and" + a verb
+    ("loads and unloads"), or the end of a sentence or clause that the chunk begins ("A crowd cheers.",
+    "as a train crosses."). A noun
+    ends a list ("bookshelves and coffee table") or a sentence it does not begin ("near the waters edge")."""
+    n, after = len(table.tag), i + 1
+    if after < n and table.tag[after] in _AFTER_VERB_TAGS:
+        return table.lower[after] != "of"
+    if after + 1 < n and table.tag[after] == "CC" and table.tag[after + 1] in ("VB", "VBZ", "VBP"):
+        return True
+    if after < n and table.pos[after] != "PUNCT":
+        return False
+    return first == table.doc[i].sent.start or (first > 0 and table.lower[first - 1] in _SUBORDINATORS)
+
+
+def nouns_read_as_verbs(table: TokenTable) -> frozenset[int]:
+    """Tokens tagged as nouns that are the caption's verb. Short captions are often parsed as one noun
+    phrase whose last noun is the verb ("A crowd cheers.", "Two men wrestle.", "Identically costumed
+    women dance.", "A bus loads and unloads passengers"). The root of a noun chunk is read as a verb
+    when the word before it is a noun compounding it, what follows is what follows a verb
+    (``_verb_context``), and number agreement
+    says subject + verb, not compound + noun: a singular noun before an -s form after a singular
+    determiner and no plural quantifier ("a crowd cheers"; not "a few pizza slices"); or a plural
+    noun before a singular (base-form) one ("women dance"), with no singular determiner and no
+    finite verb elsewhere in the sentence. How often this fires on COCO captions, and how often
+    rightly: docs/phrases.md."""
+    found = []
+    tag, lower, dep = table.tag, table.lower, table.dep
+    for first, end in table.chunks:
+        i = end - 1  # the chunk's root
+        if i == first or tag[i] not in ("NN", "NNS") or tag[i - 1] not in ("NN", "NNS"):
+            continue
+        if dep[i - 1] != "compound" or not _verb_context(table, first, i) or table.doc[i - 1].head.i != i:
+            continue
+        before = lower[first:i]
+        singular_det = any(w in _SINGULAR_DETERMINERS for w in before)
+        plural_subject = tag[i - 1] == "NNS" and tag[i] == "NN" and not singular_det
+        singular_subject = (
+            tag[i - 1] == "NN"
+            and tag[i] == "NNS"
+            and lower[i].endswith("s")
+            and singular_det
+            and not any(w in _PLURAL_QUANTIFIERS for w in before)
+        )
+        if plural_subject:
+            # "the drivers chair", "someones sink": possessives written without an apostrophe look the
+            # same, so a plural + singular pair is a verb only where the sentence has no other verb.
+            sentence = table.doc[i].sent
+            if any(tag[k] in _FINITE_VERB_TAGS for k in range(sentence.start, sentence.end)):
+                continue
+        elif not singular_subject:
+            continue
+        found.append(i)
+    return frozenset(found)
+
+
+def _verb_free_chunks(table: TokenTable, chunks: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Noun chunks cut so that none holds a word the parse says is a verb: a chunk ends before a verb
+    that follows one of its nouns ("the water contemplating life" -> "the water", "life"), and before a
+    noun read as the caption's verb ("a crowd cheers" -> "a crowd"); a participle opening a chunk right
+    after a noun is left out ("males playing poker": "poker"), but one opening a caption is kept
+    ("cutting board")."""
+    verbs = table.verbs
+    out = []
+    for start, end in chunks:
+        pieces, begin = [], start
+        for k in range(start, end):
+            is_verb = k in verbs or (table.tag[k] in _VERB_TAGS and table.dep[k] != "amod")
+            if not is_verb:
+                continue
+            after_noun = k > 0 and table.tag[k - 1].startswith("NN")
+            if k == begin and not after_noun:
+                continue  # "Cutting board with vegetables": a participle modifying the chunk
+            if k > begin and not table.tag[k - 1].startswith("NN") and k not in verbs:
+                continue  # "a brown sitting dog": not after a noun, a modifier
+            if k > begin:
+                pieces.append((begin, k))
+            begin = k + 1
+        if begin < end:
+            pieces.append((begin, end))
+        out.extend(pieces)
+    return out
+
+
+def _partitive_wholes(table: TokenTable, chunks: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Token spans of "X of Y" wholes: a chunk headed by a partitive noun, "of", the next chunk, and
+    that chunk's bare conjuncts ("a pile of oranges, apples and pears"; not "a drink" of "two plates of
+    food and a drink"); a member that is itself a partitive whole is taken whole ("lots of bottles of
+    soda")."""
+    partitive, whole_end = partitive_nouns(), {}
+    for n in range(len(chunks) - 2, -1, -1):  # right to left, so that a member's own whole is known
+        end = chunks[n][1]
+        if table.lower[end - 1] not in partitive or not table.followed_by_of(end) or chunks[n + 1][0] != end + 1:
+            continue
+        last = whole_end.get(n + 1, chunks[n + 1][1])
+        for next_start, next_end in chunks[n + 2 :]:
+            if next_start < last:
+                continue  # inside the member's own whole
+            between = range(last, next_start)
+            if (
+                table.dep[next_end - 1] != "conj"
+                or table.tag[next_start] == "DT"
+                or not all(table.pos[k] in ("PUNCT", "CCONJ") for k in between)
+            ):
+                break
+            last = next_end
+        whole_end[n] = last
+    return [(chunks[n][0], end) for n, end in sorted(whole_end.items())]
 
 
 def referring_expression(doc, start: int, end: int) -> tuple[int, int]:
@@ -240,10 +383,14 @@ def noun_chunk_phrases(
 ) -> list[Phrase]:
     """Noun chunks of a parsed caption (pronouns, all-stopword/generic and, with ``drop_abstract``,
     abstract-noun chunks skipped). With ``expand``, each chunk becomes its referring expression and
-    only expressions not contained in another are kept (GRIT's ref_exps)."""
+    only expressions not contained in another are kept (GRIT's ref_exps). Chunks are cut before
+    verbs (``_verb_free_chunks``); a partitive "X of Y" gives the whole and "Y", never "X" alone."""
     table = table or TokenTable(doc)
-    # The iterator behind doc.noun_chunks gives (start, end, label) without building Span objects.
-    spans = [(s, e) for s, e, _ in doc.noun_chunks_iterator(doc) if _keep_chunk(table, s, e, drop_abstract)]
+    chunks = _verb_free_chunks(table, table.chunks)
+    kept = [(s, e) for s, e in chunks if _keep_chunk(table, s, e, drop_abstract)]
+    # A partitive whole is kept when its member is ("a bunch of them" is not a query).
+    wholes = [w for w in _partitive_wholes(table, chunks) if any(k[0] > w[0] and k[1] <= w[1] for k in kept)]
+    spans = sorted([*kept, *wholes], key=lambda s: (s[0], -s[1]))
     if expand:
         grown = sorted({referring_expression(doc, s, e) for s, e in spans}, key=lambda s: (s[0], -s[1]))
         spans = [s for s in grown if not any(o != s and o[0] <= s[0] and s[1] <= o[1] for o in grown)]
@@ -261,18 +408,23 @@ _CLAUSE_DEPS = frozenset({"acl", "relcl", "advcl", "ccomp", "xcomp"})
 def _grammar_tag(table: TokenTable, i: int) -> str:
     """The fine tag CLOC's grammar sees. The tagger sometimes calls a participle a noun ("a red
     motorcycle standing in a garage": standing/NN) where the parser knows it heads a clause (acl);
-    such a word is read as VBG, so the grammar does not swallow it into the noun phrase."""
+    such a word is read as VBG, so the grammar does not swallow it into the noun phrase. A noun read
+    as the caption's verb (``nouns_read_as_verbs``: "a crowd cheers") is a VBZ/VBP."""
     tag = table.tag[i]
+    if i in table.verbs:
+        return "VBZ" if tag == "NNS" else "VBP"
     return "VBG" if tag.startswith("NN") and table.dep[i] in _CLAUSE_DEPS else tag
 
 
 def cloc_grammar_phrases(
-    doc, max_phrases: int = 20, source: str = "cloc", table: TokenTable | None = None
+    doc, max_phrases: int = 20, source: str = "cloc", table: TokenTable | None = None, drop_abstract: bool = False
 ) -> list[Phrase]:
     """CLOC's listing steps on spaCy's tokens and fine tags (one parse serves both sources):
     generic web words dropped, ``NP: {<DT>?<JJ.*>*<NN.*>+}`` chunked (the fast matcher), all-stopword
-    chunks skipped, text = lower-cased words joined by spaces; idiom parts ("front" of "in front
-    of") skipped as in the spacy mode."""
+    chunks skipped, text = lower-cased words joined by spaces; idiom and partitive heads ("front" of "in
+    front of", "a group" of "a group of") and bare position nouns ("on top") skipped as in the spacy
+    mode; with ``drop_abstract``, phrases ending in an abstract noun too ("the same time"), as the spacy
+    mode's chunks (the both mode passes its ``drop_abstract_nouns``)."""
     from vesl.text.nltk_phrases import chunk_tagged
 
     table = table or TokenTable(doc)
@@ -282,11 +434,13 @@ def cloc_grammar_phrases(
     spans = [(table.starts[i], table.ends[i]) for i in kept]
     phrases = chunk_tagged(tagged, spans, len(kept), source, fast=True)
     token_after = {table.ends[i]: i + 1 for i in kept}
-    stop = stopwords_en()
+    stop, position, abstract = stopwords_en(), relational_nouns(), abstract_nouns() if drop_abstract else ()
     return [
         p
         for p in phrases
-        if not _is_idiom_part(table, token_after[p.char_end], [w for w in p.text.split() if w not in stop])
+        if p.text not in position  # bare "top" of "on top", as in the spacy mode
+        and p.text.rsplit(" ", 1)[-1] not in abstract
+        and not _is_head_before_of(table, token_after[p.char_end], [w for w in p.text.split() if w not in stop])
     ][:max_phrases]
 
 

@@ -28,5 +28,10 @@ def abstract_nouns() -> frozenset[str]:
 
 
 def relational_nouns() -> frozenset[str]:
-    """Part/position/quantity nouns of idioms such as "in front of" and "a group of" (VESL's list)."""
+    """Position and kind nouns of idioms such as "in front of" and "a kind of" (VESL's list)."""
     return load_word_list("relational_nouns")
+
+
+def partitive_nouns() -> frozenset[str]:
+    """Heads of "X of Y" expressions kept whole as queries ("a group of friends", "the side of the road")."""
+    return load_word_list("partitive_nouns")
