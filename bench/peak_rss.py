@@ -1,5 +1,5 @@
-"""Run a command and write its exit status, peak resident memory and CPU seconds (user + system) to a
-JSON file:
+"""Run a command and write its exit status, peak resident memory, CPU seconds (user + system, and each),
+page faults and involuntary context switches to a JSON file:
 
     python -m bench.peak_rss OUT.json COMMAND [ARGS...]
 
@@ -28,7 +28,17 @@ def main() -> int:
     code = os.waitstatus_to_exitcode(status)
     with open(out, "w") as f:
         json.dump(
-            {"exit": code, "peak_rss_mb": round(usage.ru_maxrss / 1024), "cpu_s": usage.ru_utime + usage.ru_stime}, f
+            {
+                "exit": code,
+                "peak_rss_mb": round(usage.ru_maxrss / 1024),
+                "cpu_s": usage.ru_utime + usage.ru_stime,
+                "user_s": usage.ru_utime,
+                "system_s": usage.ru_stime,
+                "minor_faults": usage.ru_minflt,
+                "major_faults": usage.ru_majflt,
+                "involuntary_switches": usage.ru_nivcsw,
+            },
+            f,
         )
     return code if code >= 0 else 128 - code
 

@@ -27,6 +27,7 @@ How the figures are obtained (printed as JSON, one line per size, then one summa
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -36,6 +37,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from datetime import date
@@ -86,6 +88,34 @@ def _process_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _collector_timer(totals: dict[str, float]):
+    """A gc callback adding each generation's collections and their CPU seconds to ``totals``."""
+    started = [0.0]
+
+    def callback(phase: str, info: dict) -> None:
+        if phase == "start":
+            started[0] = time.thread_time()
+            return
+        generation = f"gen{info['generation']}"
+        totals[f"{generation}_collections"] = totals.get(f"{generation}_collections", 0) + 1
+        totals[f"{generation}_s"] = round(totals.get(f"{generation}_s", 0.0) + time.thread_time() - started[0], 4)
+
+    return callback
+
+
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds of each thread still alive, by name (threads that ended are not listed)."""
+    out: dict[str, float] = {}
+    for thread in threading.enumerate():
+        try:
+            seconds = time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+        except (OSError, TypeError, AttributeError):
+            continue
+        name = thread.name.rstrip("0123456789_-") or thread.name
+        out[name] = round(out.get(name, 0.0) + seconds, 3)
+    return out
+
+
 def child(device_cpu_out: str, argv: list[str], stages: bool = False) -> int:
     """Run the command line with the detector's device part timed (see the module docstring), and with
     ``stages`` each stage's exclusive CPU (``bench.stage_timer``)."""
@@ -97,8 +127,10 @@ def child(device_cpu_out: str, argv: list[str], stages: bool = False) -> int:
 
     torch.set_num_threads(1)
     spent = [0.0]
+    collector: dict[str, float] = {}
     if stages:
         stage_timer.install()
+        gc.callbacks.append(_collector_timer(collector))
 
     def timed(method):
         def wrapper(*args, **kwargs):
@@ -119,6 +151,8 @@ def child(device_cpu_out: str, argv: list[str], stages: bool = False) -> int:
         out = {"device_cpu_s": spent[0]}
         if stages:
             out["stage_cpu_s"] = dict(stage_timer.spent)
+            out["collector"] = collector
+            out["thread_cpu_s"] = _thread_cpu()
         Path(device_cpu_out).write_text(json.dumps(out))
 
 
@@ -131,7 +165,14 @@ def measure(n: int, work: Path, checkpoint: str, args) -> dict:
     # A run over an earlier run's output would resume: every shard committed, nothing measured.
     shutil.rmtree(output, ignore_errors=True)
     with tempfile.NamedTemporaryFile(suffix=".json") as rss, tempfile.NamedTemporaryFile(suffix=".json") as dev:
-        command = [sys.executable, "-m", "bench.peak_rss", rss.name, sys.executable, "-m", "bench.scale"]
+        command = [sys.executable, "-m", "bench.peak_rss", rss.name]
+        if args.profile:  # py-spy samples every thread; its own CPU then counts in cpu_s
+            Path(args.profile).mkdir(parents=True, exist_ok=True)
+            raw = Path(args.profile) / f"profile-{n}.txt"
+            spy = Path(sys.executable).parent / "py-spy"
+            command += [str(spy) if spy.exists() else "py-spy", "record", "--format", "raw", "--rate", "50"]
+            command += ["--nonblocking", "--output", str(raw), "--"]
+        command += [sys.executable, "-m", "bench.scale"]
         command += ["--child", dev.name, *(["--stages"] if args.stages else [])]
         command += ["--", *run_argv(inputs, output, checkpoint, args.decoder), *shlex.split(args.run_args)]
         start = time.perf_counter()
@@ -151,10 +192,13 @@ def measure(n: int, work: Path, checkpoint: str, args) -> dict:
         "regions": summary["regions"],
         "peak_rss_mb": measured["peak_rss_mb"],
         "cpu_s": round(measured["cpu_s"], 2),
+        **{k: round(measured[k], 2) for k in ("user_s", "system_s") if k in measured},
+        **{k: measured[k] for k in ("minor_faults", "major_faults", "involuntary_switches") if k in measured},
         "device_cpu_s": round(device["device_cpu_s"], 2),
         "wall_s": round(wall, 1),
         "total_cpu_ms_per_image": round(1000 * measured["cpu_s"] / n, 2),
         **({"stage_cpu_s": {k: round(v, 3) for k, v in device["stage_cpu_s"].items()}} if args.stages else {}),
+        **({k: device[k] for k in ("collector", "thread_cpu_s")} if args.stages else {}),
     }
 
 
@@ -168,6 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default=None, help="folder for shards and outputs (default: a temporary one)")
     parser.add_argument("--stages", action="store_true", help="also each stage's exclusive CPU (bench.stage_timer)")
     parser.add_argument("--run-args", default="", help="more options for every run, e.g. '--write_tfrecord false'")
+    parser.add_argument(
+        "--profile",
+        default=None,
+        help="folder for py-spy's samples of each run (collapsed stacks; CPU figures then include py-spy)",
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args(argv)
     if args.child:
@@ -186,6 +235,10 @@ def main(argv: list[str] | None = None) -> int:
                 prev = rows[-1]
                 host = (row["cpu_s"] - row["device_cpu_s"]) - (prev["cpu_s"] - prev["device_cpu_s"])
                 row["host_cpu_ms_per_image"] = round(1000 * host / (n - prev["images"]), 3)
+                if "system_s" in row and "system_s" in prev:  # the kernel's share of the marginal CPU
+                    row["system_ms_per_image"] = round(
+                        1000 * (row["system_s"] - prev["system_s"]) / (n - prev["images"]), 3
+                    )
                 if args.stages:  # the marginal CPU of each stage, and what no stage claims
                     names = set(row["stage_cpu_s"]) | set(prev["stage_cpu_s"])
                     per = {
