@@ -140,11 +140,15 @@ def test_scale_bench_measures_again_in_a_reused_work_folder(tmp_path, capsys):
     captions.write_text("a cat on a sofa\na red motorcycle in a garage\n")
     argv = ["--sizes", "6", "--per-shard", "3", "--photos", str(PHOTOS), "--captions", str(captions)]
     argv += ["--work", str(tmp_path / "work"), "--decoder", "pil"]
-    for _ in range(2):
-        scale.main(argv)
+    for extra in ([], ["--stages"]):
+        scale.main(argv + extra)
         row = json.loads(capsys.readouterr().out.splitlines()[0])
         assert row["images"] == row["written"] + row["rejected"] == 6
         assert row["device_cpu_s"] > 0  # the detector ran: the images were processed, not kept as committed
+        assert abs(row["user_s"] + row["system_s"] - row["cpu_s"]) < 0.02
+    # --stages: the stages, the collector and the live threads of the run itself
+    assert row["stage_cpu_s"]["ExtractPhrasesFn"] > 0 and row["thread_cpu_s"]["MainThread"] > 0
+    assert row["collector"]["gen0_collections"] > 0
 
 
 def test_beam_overhead_bench_prints_json(capsys):
