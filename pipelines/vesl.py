@@ -22,7 +22,13 @@ from typing import Any
 
 import apache_beam as beam
 import fsspec
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
+from apache_beam.options.pipeline_options import (
+    DebugOptions,
+    DirectOptions,
+    PipelineOptions,
+    StandardOptions,
+    TestOptions,
+)
 
 from vesl.config import VeslConfig
 from vesl.io.inputs import InputError, discover_inputs, split_patterns
@@ -35,6 +41,7 @@ from vesl.pipeline import ListOnWorkers, build_pipeline, output_layout
 from vesl.progress import ProgressMonitor
 from vesl.records import InputShard
 from vesl.schema import Provenance
+from vesl.threads import cpu_threads_per_process, parse_cpu_threads
 from vesl.transforms.write import remove_run_temporary
 
 DEFAULT_LOCAL_RUNNER = "FnApiRunner"
@@ -268,6 +275,24 @@ ds = datasets.load_dataset("path/to/this/folder", split="train")
         f.write(card)
 
 
+def resolve_cpu_threads(options: PipelineOptions) -> int | None:
+    """``--cpu_threads``: the count given, or for ``auto`` the cores each of the runner's processes on a
+    machine may use (``vesl.threads``). Raises UsageError for a bad value."""
+    try:
+        given = parse_cpu_threads(options.view_as(VeslOptions).cpu_threads)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if given is not None:
+        return given
+    direct = options.view_as(DirectOptions)
+    return cpu_threads_per_process(
+        str(options.view_as(StandardOptions).runner or DEFAULT_LOCAL_RUNNER),
+        direct.direct_running_mode,
+        direct.direct_num_workers,
+        options.view_as(DebugOptions).experiments,
+    )
+
+
 def is_dry_run(options: PipelineOptions) -> bool:
     return bool(options.view_as(TestOptions).dry_run)
 
@@ -290,6 +315,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     dry_run = is_dry_run(options)
+    resolve_cpu_threads(options)  # a bad --cpu_threads fails here, before any work
     runner = str(options.view_as(StandardOptions).runner or "").lower()
     if config.detect.device.startswith("cuda") and (test_pipeline is not None or runner in LOCAL_RUNNERS):
         from vesl.models.owlv2 import DeviceUnavailable, resolve_device
@@ -412,6 +438,7 @@ def launch(
         provenance,
         plan.committed,
         detect_accelerator=vesl_options.detect_accelerator,
+        cpu_threads=resolve_cpu_threads(options),
         progress_dir=progress_dir,
         run_id=run_id,
         release_lease=not vesl_options.wait,

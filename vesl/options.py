@@ -170,6 +170,12 @@ class VeslOptions(PipelineOptions):
             "patterns); auto: driver for local runners, workers otherwise",
         )
         parser.add_argument(
+            "--cpu_threads",
+            default="auto",
+            help="CPU threads each worker process's models may use (PyTorch's intra-op pool): a count, or "
+            "auto: the machine's cores shared among the runner's processes on it (vesl.threads)",
+        )
+        parser.add_argument(
             "--detect_accelerator",
             default=None,
             help="Beam resource hint for the detection stage only, e.g. "

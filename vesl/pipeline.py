@@ -73,6 +73,7 @@ def build_pipeline(
     provenance: Provenance,
     committed: dict[str, dict] | None = None,
     detect_accelerator: str | None = None,
+    cpu_threads: int | None = None,
     progress_dir: str | None = None,
     run_id: str = "",
     release_lease: bool = False,
@@ -81,6 +82,7 @@ def build_pipeline(
     (with a list of shards): shard id -> counts of shards of the same input set committed by earlier runs
     (kept as they are, counted in the summary).
     ``detect_accelerator``: a Beam accelerator resource hint for the detection stage alone.
+    ``cpu_threads``: PyTorch's intra-op threads in each worker process (``vesl.threads``; None: default).
     ``progress_dir``: a local folder where workers leave progress counts (``vesl.progress``).
     ``run_id``: the id of the output lease this run holds (``vesl.io.lease``): it names the run's
     temporary folder and every shard commit first checks the lease still names it. ``release_lease``:
@@ -105,11 +107,11 @@ def build_pipeline(
     stages = [read]
     to_parse, caption_use = read[RECORDS], None
     if config.caption.enabled:  # optional: visually enriched captions
-        captioned = to_parse | "CaptionImages" >> CaptionImages(config.caption, config.detect)
+        captioned = to_parse | "CaptionImages" >> CaptionImages(config.caption, config.detect, cpu_threads)
         stages.append(captioned)
         to_parse, caption_use = captioned[RECORDS], config.caption.use
     phrased = to_parse | "ExtractPhrases" >> ExtractPhrases(config.phrases, caption_use)
-    detect = DetectRegions(config.detect, config.filter.score_threshold, config.write.write_image_bytes)
+    detect = DetectRegions(config.detect, config.filter.score_threshold, config.write.write_image_bytes, cpu_threads)
     if detect_accelerator:
         detect = detect.with_resource_hints(accelerator=detect_accelerator)
     detected = phrased[RECORDS] | "DetectRegions" >> detect

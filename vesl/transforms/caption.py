@@ -19,6 +19,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 from vesl.config import CaptionConfig, DetectConfig
 from vesl.models.captioner import Captioner
 from vesl.records import ImageRecord, Reason, Reject, Stage
+from vesl.threads import apply_cpu_threads
 from vesl.transforms import METRICS_NAMESPACE, RECORDS, REJECTS, reject_failed_batch
 from vesl.vision.decode import ImageDecodeError, decode_image
 
@@ -40,18 +41,21 @@ class DecodeForCaptionFn(beam.DoFn):
 
 
 class CaptionerModelHandler(ModelHandler[tuple, str, Captioner]):
-    def __init__(self, config: CaptionConfig):
+    def __init__(self, config: CaptionConfig, cpu_threads: int | None = None):
         super().__init__(
             min_batch_size=1, max_batch_size=config.batch_size, large_model=config.share_model_across_processes
         )
         self.config = config
+        self.cpu_threads = cpu_threads
 
     def load_model(self) -> Captioner:
+        apply_cpu_threads(self.cpu_threads)
         return Captioner.from_config(self.config)
 
     def run_inference(
         self, batch: Sequence[tuple], model: Captioner, inference_args: dict[str, Any] | None = None
     ) -> Iterable[PredictionResult]:
+        apply_cpu_threads(self.cpu_threads)
         captions = model.caption([image for _, image in batch])
         return [PredictionResult(record, caption) for (record, _), caption in zip(batch, captions, strict=True)]
 
@@ -63,17 +67,20 @@ class CaptionerModelHandler(ModelHandler[tuple, str, Captioner]):
 
 
 class CaptionImages(beam.PTransform):
-    def __init__(self, config: CaptionConfig, detect: DetectConfig):
+    def __init__(self, config: CaptionConfig, detect: DetectConfig, cpu_threads: int | None = None):
         super().__init__()
         self.config = config
         self.detect = detect
+        self.cpu_threads = cpu_threads
 
     def expand(self, records):
         decoded = records | "DecodeImages" >> beam.ParDo(
             DecodeForCaptionFn(self.detect.max_image_pixels, self.detect.alpha_background)
         ).with_outputs(REJECTS, main=RECORDS)
         captioned, failed = (
-            decoded[RECORDS] | "Captioner" >> RunInference(CaptionerModelHandler(self.config)).with_exception_handling()
+            decoded[RECORDS]
+            | "Captioner"
+            >> RunInference(CaptionerModelHandler(self.config, self.cpu_threads)).with_exception_handling()
         )
         with_captions = captioned | "AttachCaptions" >> beam.Map(
             lambda result: dataclasses.replace(result.example, generated_caption=result.inference)

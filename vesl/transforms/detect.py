@@ -23,6 +23,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 from vesl.config import DetectConfig
 from vesl.models.owlv2 import Owlv2Detector, resolve_device
 from vesl.records import Detections, DetectorInput, ImageRecord, Reason, Reject, Stage
+from vesl.threads import apply_cpu_threads
 from vesl.transforms import METRICS_NAMESPACE, RECORDS, REJECTS, freeze_loaded_objects, reject_failed_batch
 from vesl.vision.decode import ImageDecodeError
 from vesl.vision.device_decode import DecodeFailure, resolve_image_decoder
@@ -53,7 +54,7 @@ class Owlv2ModelHandler(ModelHandler[DetectorInput, Detections, Owlv2Detector]):
     """Our RunInference handler: loads the checkpoint with from_pretrained on the worker and runs
     ``Owlv2Detector.detect`` on each batch."""
 
-    def __init__(self, config: DetectConfig, min_score: float):
+    def __init__(self, config: DetectConfig, min_score: float, cpu_threads: int | None = None):
         # Explicit batch size (Beam's adaptive batching would start at 1 and feed the GPU a new shape
         # on every step); a bundle's last, partial batch is padded by the detector when compiled.
         super().__init__(
@@ -64,8 +65,10 @@ class Owlv2ModelHandler(ModelHandler[DetectorInput, Detections, Owlv2Detector]):
         )
         self.config = config
         self.min_score = min_score
+        self.cpu_threads = cpu_threads
 
     def load_model(self) -> Owlv2Detector:
+        apply_cpu_threads(self.cpu_threads)
         detector = Owlv2Detector.from_config(self.config)
         freeze_loaded_objects()
         return detector
@@ -73,6 +76,7 @@ class Owlv2ModelHandler(ModelHandler[DetectorInput, Detections, Owlv2Detector]):
     def run_inference(
         self, batch: Sequence[DetectorInput], model: Owlv2Detector, inference_args: dict[str, Any] | None = None
     ) -> Iterable[PredictionResult]:
+        apply_cpu_threads(self.cpu_threads)
         detections = model.detect(
             [item.image for item in batch],
             [(item.content_width, item.content_height) for item in batch],
@@ -108,11 +112,14 @@ class UnwrapDetectionsFn(beam.DoFn):
 
 
 class DetectRegions(beam.PTransform):
-    def __init__(self, config: DetectConfig, min_score: float, keep_image_bytes: bool):
+    """``cpu_threads``: PyTorch's intra-op threads in each worker process (``vesl.threads``; None: default)."""
+
+    def __init__(self, config: DetectConfig, min_score: float, keep_image_bytes: bool, cpu_threads: int | None = None):
         super().__init__()
         self.config = config
         self.min_score = min_score
         self.keep_image_bytes = keep_image_bytes
+        self.cpu_threads = cpu_threads
 
     def expand(self, records):
         decoded = records | "DecodeImages" >> beam.ParDo(
@@ -121,7 +128,7 @@ class DetectRegions(beam.PTransform):
         with_queries, without_queries = decoded[RECORDS] | "SplitByQueries" >> beam.Partition(
             lambda item, _: 0 if item.record.phrases else 1, 2
         )
-        handler = Owlv2ModelHandler(self.config, self.min_score)
+        handler = Owlv2ModelHandler(self.config, self.min_score, self.cpu_threads)
         inferred, failed = with_queries | "OWLv2" >> RunInference(handler).with_exception_handling()
         detected, undecodable = inferred | "Unwrap" >> beam.ParDo(UnwrapDetectionsFn()).with_outputs(
             REJECTS, main=RECORDS
