@@ -55,6 +55,23 @@ def test_the_detectors_handler_holds_pytorch_to_its_threads(tiny_checkpoint, res
     assert torch.get_num_threads() == 1
 
 
+def test_every_batch_is_run_with_the_handlers_threads(tiny_checkpoint, restore_torch_threads):
+    """Set again before each batch: a count set only at model load did not hold in Beam's worker
+    processes (docs/benchmarks.md, "Local parallelism": 23.1 CPU-ms an image against 5.20)."""
+    import numpy as np
+
+    from vesl.records import DetectorInput, ImageRecord, Phrase
+
+    config = DetectConfig(checkpoint=tiny_checkpoint, image_size=64, device="cpu", query_buckets=(4,))
+    handler = Owlv2ModelHandler(config, 0.0, cpu_threads=1)
+    model = handler.load_model()
+    torch.set_num_threads(2)  # what another thread of the harness, or another library, left
+    record = ImageRecord("k", "s", 0, "a cat", b"", phrases=(Phrase("a cat", 0, 5, "cloc"),))
+    batch = [DetectorInput(record, np.zeros((64, 64, 3), np.uint8), 64, 48)]
+    results = list(handler.run_inference(batch, model))
+    assert len(results) == 1 and torch.get_num_threads() == 1
+
+
 def test_a_bad_cpu_threads_is_a_usage_error(tmp_path):
     (tmp_path / "a.tar").write_bytes(b"")
     with pytest.raises(UsageError, match="cpu_threads"):
