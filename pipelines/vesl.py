@@ -315,7 +315,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     dry_run = is_dry_run(options)
-    resolve_cpu_threads(options)  # a bad --cpu_threads fails here, before any work
+    cpu_threads = resolve_cpu_threads(options)  # a bad --cpu_threads fails here, before any work
     runner = str(options.view_as(StandardOptions).runner or "").lower()
     if config.detect.device.startswith("cuda") and (test_pipeline is not None or runner in LOCAL_RUNNERS):
         from vesl.models.owlv2 import DeviceUnavailable, resolve_device
@@ -358,7 +358,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     )
     pipeline = test_pipeline or beam.Pipeline(options=options)
     if dry_run:
-        return launch(pipeline, options, config, shards, provenance, None, local)
+        return launch(pipeline, options, config, shards, provenance, None, local, cpu_threads)
     lease = OutputLease(vesl_options.output)
     try:
         lease.acquire(config.digest(), take_over=vesl_options.take_over_lease)
@@ -369,7 +369,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         clear_temporary(output_layout(config, vesl_options.output))  # the folder is ours: leftovers are dead runs'
         with lease.heartbeat():
             try:
-                summary = launch(pipeline, options, config, shards, provenance, lease, local)
+                summary = launch(pipeline, options, config, shards, provenance, lease, local, cpu_threads)
             except Exception as exc:
                 if LeaseLost.__name__ in str(exc):  # a worker's commit fence stopped the run
                     lease.lost = lease.lost or "the lease was taken over by another run"
@@ -403,9 +403,10 @@ def launch(
     provenance: Provenance,
     lease: OutputLease | None,
     local: bool,
+    cpu_threads: int | None = None,
 ) -> dict[str, Any]:
     """Plan (under ``lease``), build, run and wait; None for ``lease`` means a dry run, None for ``shards``
-    a listing by the workers."""
+    a listing by the workers. ``cpu_threads``: ``resolve_cpu_threads``' answer."""
     vesl_options = options.view_as(VeslOptions)
     dry_run = lease is None
     run_id = lease.held.run_id if lease is not None and lease.held else ""
@@ -438,7 +439,7 @@ def launch(
         provenance,
         plan.committed,
         detect_accelerator=vesl_options.detect_accelerator,
-        cpu_threads=resolve_cpu_threads(options),
+        cpu_threads=cpu_threads,
         progress_dir=progress_dir,
         run_id=run_id,
         release_lease=not vesl_options.wait,

@@ -250,8 +250,6 @@ _FINITE_VERB_TAGS = frozenset({"VBZ", "VBP", "VBD", "MD"})
 _SINGULAR_DETERMINERS = frozenset({"a", "an", "this", "each", "every", "another"})
 _VERB_TAGS = frozenset({"VBG", "VBZ", "VBP", "VBD"})
 _PLURAL_QUANTIFIERS = frozenset({"few", "couple", "lot", "lots", "number", "bunch", "several", "many", "dozen"})
-
-
 _AFTER_VERB_TAGS = frozenset({"IN", "RP", "RB", "RBR", "TO"})
 _SUBORDINATORS = frozenset({"as", "while", "when", "whereas", "because", "until", "after", "before", "where"})
 
@@ -260,8 +258,8 @@ def _verb_context(table: TokenTable, first: int, i: int) -> bool:
     """Whether what follows token ``i`` (the root of a chunk starting at ``first``) is what follows a
     verb: a preposition, particle or adverb other than "of" ("waves to", "squats down"), "and" + a verb
     ("loads and unloads"), or the end of a sentence or clause that the chunk begins ("A crowd cheers.",
-    "as a train crosses."). A noun
-    ends a list ("bookshelves and coffee table") or a sentence it does not begin ("near the waters edge")."""
+    "as a train crosses."). A noun ends a list ("bookshelves and coffee table") or a sentence it does
+    not begin ("near the waters edge")."""
     n, after = len(table.tag), i + 1
     if after < n and table.tag[after] in _AFTER_VERB_TAGS:
         return table.lower[after] != "of"
@@ -277,8 +275,7 @@ def nouns_read_as_verbs(table: TokenTable) -> frozenset[int]:
     phrase whose last noun is the verb ("A crowd cheers.", "Two men wrestle.", "Identically costumed
     women dance.", "A bus loads and unloads passengers"). The root of a noun chunk is read as a verb
     when the word before it is a noun compounding it, what follows is what follows a verb
-    (``_verb_context``), and number agreement
-    says subject + verb, not compound + noun: a singular noun before an -s form after a singular
+    (``_verb_context``), and number agreement says subject + verb, not compound + noun: a singular noun before an -s form after a singular
     determiner and no plural quantifier ("a crowd cheers"; not "a few pizza slices"); or a plural
     noun before a singular (base-form) one ("women dance"), with no singular determiner and no
     finite verb elsewhere in the sentence. How often this fires on COCO captions, and how often
@@ -319,25 +316,19 @@ def _verb_free_chunks(table: TokenTable, chunks: Sequence[tuple[int, int]]) -> l
     noun read as the caption's verb ("a crowd cheers" -> "a crowd"); a participle opening a chunk right
     after a noun is left out ("males playing poker": "poker"), but one opening a caption is kept
     ("cutting board")."""
-    verbs = table.verbs
+    verbs, tag, dep = table.verbs, table.tag, table.dep
     out = []
     for start, end in chunks:
-        pieces, begin = [], start
+        begin = start
         for k in range(start, end):
-            is_verb = k in verbs or (table.tag[k] in _VERB_TAGS and table.dep[k] != "amod")
-            if not is_verb:
-                continue
-            after_noun = k > 0 and table.tag[k - 1].startswith("NN")
-            if k == begin and not after_noun:
-                continue  # "Cutting board with vegetables": a participle modifying the chunk
-            if k > begin and not table.tag[k - 1].startswith("NN") and k not in verbs:
-                continue  # "a brown sitting dog": not after a noun, a modifier
-            if k > begin:
-                pieces.append((begin, k))
-            begin = k + 1
+            # A noun read as a verb always follows its compounding noun, so one test covers both kinds.
+            is_verb = k in verbs or (tag[k] in _VERB_TAGS and dep[k] != "amod")
+            if is_verb and k > 0 and tag[k - 1].startswith("NN"):  # not "a brown sitting dog"
+                if k > begin:
+                    out.append((begin, k))
+                begin = k + 1
         if begin < end:
-            pieces.append((begin, end))
-        out.extend(pieces)
+            out.append((begin, end))
     return out
 
 
