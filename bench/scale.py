@@ -23,8 +23,16 @@ How the figures are obtained (printed as JSON, one line per size, then one summa
   the phrase cache is on, as in a user's run), the header check, tokenizing queries and
   post-processing, filtering, Beam's own work and writing.
 - The input is read once into the page cache before each run (``warm_page_cache``; ``--cold`` does
-  not), so the figure does not depend on what this VM's memory reclaim left cached; ``user_s``,
+  not), so the figure depends less on what this VM's memory reclaim left cached (the kernel still
+  reclaims part of a 4.9 GB input while the run goes: ``free`` showed 0.6 GB cached after a
+  32,000-image run, so the largest size pays part of a re-read from disk); ``user_s``,
   ``system_s`` and ``system_ms_per_image`` say how much of it is the kernel's.
+- ``yardstick``: how fast this VM runs today, taken in the parent before and after the runs: the
+  phrase parse (``both``: spaCy + CLOC's grammar, cache off) of the first 3,000 captions (as
+  ``python -m bench.phrases --limit 3000``, the figure docs/benchmarks.md quotes per day), in captions/s, and the device
+  part's CPU ms an image over the largest interval. This VM's speed moves from day to day (the same
+  code measured 1.85 and 0.99 ms an image on two days, with 862 and 1,702 captions/s): compare host
+  figures of days whose yardsticks agree.
 - With ``--stages``: each stage's exclusive CPU, the collector's collections and seconds per
   generation, and each live thread's CPU.
 """
@@ -176,6 +184,15 @@ def child(device_cpu_out: str, argv: list[str], stages: bool = False) -> int:
         Path(device_cpu_out).write_text(json.dumps(out))
 
 
+def phrase_yardstick(captions: list[str], limit: int = 3000) -> float:
+    """Captions/s of the ``both`` phrase parse (cache off) on the first ``limit`` captions."""
+    from bench.phrases import _run
+
+    sample = captions[:limit]
+    seconds, _ = _run("both", sample)
+    return round(len(sample) / seconds, 1)
+
+
 def measure(n: int, work: Path, checkpoint: str, args) -> dict:
     photos = [p.read_bytes() for p in sorted(Path(args.photos).glob("*.jpg"))]
     captions = load_captions(Path(args.captions))
@@ -252,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         checkpoint = str(write_tiny_checkpoint(work / "tiny-owlv2"))
         rows = []
+        yardstick_captions = load_captions(Path(args.captions))
+        parsed_per_s = [phrase_yardstick(yardstick_captions)]
         for n in sizes:
             row = measure(n, work, checkpoint, args)
             if rows:
@@ -289,6 +308,22 @@ def main(argv: list[str] | None = None) -> int:
                     "peak_rss_ratio_largest_to_smallest": round(rows[-1]["peak_rss_mb"] / rows[0]["peak_rss_mb"], 3),
                     "sizes": sizes,
                     "input_in_page_cache": not args.cold,
+                    "yardstick": {
+                        # before and after the runs: a VM that changed speed meanwhile shows here
+                        "phrases_both_captions_per_s": [*parsed_per_s, phrase_yardstick(yardstick_captions)],
+                        **(
+                            {
+                                "device_part_ms_per_image": round(
+                                    1000
+                                    * (rows[-1]["device_cpu_s"] - rows[-2]["device_cpu_s"])
+                                    / (rows[-1]["images"] - rows[-2]["images"]),
+                                    3,
+                                )
+                            }
+                            if len(rows) > 1
+                            else {}
+                        ),
+                    },
                     **({"run_args": args.run_args} if args.run_args else {}),
                 }
             )

@@ -142,7 +142,10 @@ def test_scale_bench_measures_again_in_a_reused_work_folder(tmp_path, capsys):
     argv += ["--work", str(tmp_path / "work"), "--decoder", "pil"]
     for extra in ([], ["--stages"]):
         scale.main(argv + extra)
-        row = json.loads(capsys.readouterr().out.splitlines()[0])
+        lines = capsys.readouterr().out.splitlines()
+        row = json.loads(lines[0])
+        # the VM's speed of the day, before and after the runs, to compare host figures across days
+        assert [v > 0 for v in json.loads(lines[-1])["yardstick"]["phrases_both_captions_per_s"]] == [True, True]
         assert row["images"] == row["written"] + row["rejected"] == 6
         assert row["device_cpu_s"] > 0  # the detector ran: the images were processed, not kept as committed
         assert abs(row["user_s"] + row["system_s"] - row["cpu_s"]) < 0.02
