@@ -10,7 +10,9 @@ Prints one JSON line:
 - ``encode_us``: CPU microseconds to encode and decode one element with the coder Beam picks at the
   write grouping, for a Parquet row (``vesl.schema.to_parquet_row``: FastPrimitivesCoder), a TFRecord
   Example (bytes) and, for comparison, the whole labeled record pickled (what a grouping of records
-  would cost).
+  would cost); and, per row, the schema'd alternative for the Parquet rows: ``--batch`` rows of one
+  shard as one Arrow record batch in Arrow's IPC format (the Parquet schema's own types), encoded and
+  decoded as one element.
 """
 
 from __future__ import annotations
@@ -63,6 +65,27 @@ def encode_us(coder, value, repeat: int = 2000) -> float:
     return round((time.process_time() - start) / repeat * 1e6, 2)
 
 
+def arrow_batch_us(rows: list[dict], schema, repeat: int = 20) -> dict[str, float]:
+    """Per row: building the Arrow batch from ``rows`` (which the Parquet sink does today anyway, at
+    the end), and the batch's round trip through Arrow's IPC format (what a grouping carrying batches
+    instead of rows would add)."""
+    import pyarrow as pa
+
+    build = ipc = 0.0
+    for _ in range(repeat):
+        start = time.process_time()
+        batch = pa.RecordBatch.from_pylist(rows, schema=schema)
+        middle = time.process_time()
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, schema) as writer:
+            writer.write_batch(batch)
+        decoded = pa.ipc.open_stream(sink.getvalue().to_pybytes()).read_all()
+        assert decoded.num_rows == len(rows)
+        build, ipc = build + middle - start, ipc + time.process_time() - middle
+    per_row = 1e6 / (repeat * len(rows))
+    return {"build_batch": round(build * per_row, 2), "ipc_round_trip": round(ipc * per_row, 2)}
+
+
 def labeled_sample():
     from vesl.records import ImageRecord, LabeledImage, Phrase, Region
 
@@ -79,12 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--elements", type=int, default=100_000)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=1000, help="rows per Arrow batch (a shard's rows)")
     args = parser.parse_args(argv)
     from apache_beam.coders import coders
     from apache_beam.coders.typecoders import registry
 
     from vesl.io.tfexample import encode_example
-    from vesl.schema import Provenance, to_parquet_row, to_tf_features
+    from vesl.schema import Provenance, parquet_schema, to_parquet_row, to_tf_features
 
     fused = {}
     for name, make in (("int", int), ("record", Record)):
@@ -109,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                     "parquet_row": encode_us(row_coder, ("shard-id", row)),
                     "tfrecord_example": encode_us(row_coder, ("shard-id", example)),
                     "labeled_record_pickled": encode_us(coders.PickleCoder(), item),
+                    "parquet_row_in_arrow_batch": arrow_batch_us([row] * args.batch, parquet_schema("{}")),
                 },
                 "row_coder": type(row_coder).__name__,
             }
