@@ -160,4 +160,6 @@ def test_beam_overhead_bench_prints_json(capsys):
     beam_overhead.main(["--elements", "200", "--steps", "2"])
     row = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert set(row["fused_step_us"]) == {"int", "record"}
+    arrow = row["encode_us"].pop("parquet_row_in_arrow_batch")
+    assert arrow["build_batch"] > 0 and arrow["ipc_round_trip"] > 0
     assert all(v > 0 for v in row["encode_us"].values())
