@@ -26,7 +26,9 @@ from vesl.config import PhraseConfig
 from vesl.text.phrases import PhraseExtractor
 
 
-def _run(mode: str, captions: list[str], blas: str = "auto") -> tuple[float, int]:
+def time_phrases(mode: str, captions: list[str], blas: str = "auto") -> tuple[float, int]:
+    """Seconds to extract the phrases of ``captions`` in ``mode`` (cache off, after a warm-up), and
+    how many phrases came out."""
     from vesl.text import spacy_phrases
 
     spacy_phrases.DEFAULT_BLAS = blas
@@ -38,7 +40,7 @@ def _run(mode: str, captions: list[str], blas: str = "auto") -> tuple[float, int
 
 
 def _run_star(args):
-    return _run(*args)
+    return time_phrases(*args)
 
 
 def load_captions(path: str | None, limit: int, long: bool = False) -> tuple[list[str], str]:
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     for processes in (int(p) for p in args.processes.split(",")):
         for mode in args.modes.split(","):
             if processes == 1:
-                seconds, n_phrases = _run(mode, captions, args.blas)
+                seconds, n_phrases = time_phrases(mode, captions, args.blas)
             else:
                 import multiprocessing
 

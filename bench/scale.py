@@ -186,11 +186,15 @@ def child(device_cpu_out: str, argv: list[str], stages: bool = False) -> int:
 
 def phrase_yardstick(captions: list[str], limit: int = 3000) -> float:
     """Captions/s of the ``both`` phrase parse (cache off) on the first ``limit`` captions."""
-    from bench.phrases import _run
+    from bench.phrases import time_phrases
 
     sample = captions[:limit]
-    seconds, _ = _run("both", sample)
+    seconds, _ = time_phrases("both", sample)
     return round(len(sample) / seconds, 1)
+
+
+def ms_per_image(seconds: float, images: int) -> float:
+    return round(1000 * seconds / images, 3)
 
 
 def measure(n: int, work: Path, checkpoint: str, args) -> dict:
@@ -271,25 +275,21 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         yardstick_captions = load_captions(Path(args.captions))
         parsed_per_s = [phrase_yardstick(yardstick_captions)]
+        device_ms = None  # the device part's CPU an image over the latest interval (a yardstick too)
         for n in sizes:
             row = measure(n, work, checkpoint, args)
             if rows:
                 prev = rows[-1]
+                images = n - prev["images"]
                 host = (row["cpu_s"] - row["device_cpu_s"]) - (prev["cpu_s"] - prev["device_cpu_s"])
-                row["host_cpu_ms_per_image"] = round(1000 * host / (n - prev["images"]), 3)
+                row["host_cpu_ms_per_image"] = ms_per_image(host, images)
+                device_ms = ms_per_image(row["device_cpu_s"] - prev["device_cpu_s"], images)
                 if "system_s" in row and "system_s" in prev:  # the kernel's share of the marginal CPU
-                    row["system_ms_per_image"] = round(
-                        1000 * (row["system_s"] - prev["system_s"]) / (n - prev["images"]), 3
-                    )
+                    row["system_ms_per_image"] = ms_per_image(row["system_s"] - prev["system_s"], images)
                 if args.stages:  # the marginal CPU of each stage, and what no stage claims
                     names = set(row["stage_cpu_s"]) | set(prev["stage_cpu_s"])
                     per = {
-                        k: round(
-                            1000
-                            * (row["stage_cpu_s"].get(k, 0) - prev["stage_cpu_s"].get(k, 0))
-                            / (n - prev["images"]),
-                            3,
-                        )
+                        k: ms_per_image(row["stage_cpu_s"].get(k, 0) - prev["stage_cpu_s"].get(k, 0), images)
                         for k in sorted(names)
                     }
                     per["(not in a stage: Beam, coders, groupings, other threads)"] = round(
@@ -311,18 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                     "yardstick": {
                         # before and after the runs: a VM that changed speed meanwhile shows here
                         "phrases_both_captions_per_s": [*parsed_per_s, phrase_yardstick(yardstick_captions)],
-                        **(
-                            {
-                                "device_part_ms_per_image": round(
-                                    1000
-                                    * (rows[-1]["device_cpu_s"] - rows[-2]["device_cpu_s"])
-                                    / (rows[-1]["images"] - rows[-2]["images"]),
-                                    3,
-                                )
-                            }
-                            if len(rows) > 1
-                            else {}
-                        ),
+                        **({"device_part_ms_per_image": device_ms} if device_ms is not None else {}),
                     },
                     **({"run_args": args.run_args} if args.run_args else {}),
                 }
