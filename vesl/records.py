@@ -71,17 +71,6 @@ class Reason:
     NO_REGIONS = "no_regions"
 
 
-class InputFormat:
-    """The input layouts VESL reads (``InputShard.format``)."""
-
-    WEBDATASET = "webdataset"  # NNNNN.tar: KEY.jpg + KEY.txt + KEY.json members
-    PARQUET = "parquet"  # rows with image bytes (img2dataset, Hugging Face datasets)
-    TFRECORD = "tfrecord"  # tf.train.Example per image (img2dataset's tfrecord output)
-    FILES = "files"  # a folder of KEY.jpg + KEY.txt + KEY.json (img2dataset's default output)
-    MANIFEST = "manifest"  # JSON lines naming image files
-    ALL = (WEBDATASET, PARQUET, TFRECORD, FILES, MANIFEST)
-
-
 @dataclass(frozen=True)
 class InputShard:
     """One unit of input: a data file (a folder for ``files``) and, for img2dataset output, its
@@ -89,7 +78,7 @@ class InputShard:
     (NNNNN_stats.json: img2dataset's counts). ``path`` names the shard everywhere (outputs, rejects)."""
 
     path: str
-    format: str
+    format: str  # the name of a registered input format (``vesl.io.readers.FORMATS``)
     metadata: str | None = None
     stats: str | None = None
 

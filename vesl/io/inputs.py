@@ -30,17 +30,9 @@ from dataclasses import dataclass, field
 import fsspec
 
 from vesl.io.layout import OWNED_NAMES
-from vesl.io.readers import format_from_name
-from vesl.records import InputFormat, InputShard
-
-_STATS = re.compile(r"^(\d+)_stats\.json$")
-_NUMBERED = {
-    "parquet": re.compile(r"^(\d+)\.parquet$"),
-    "tar": re.compile(r"^(\d+)\.tar$"),
-    "tfrecord": re.compile(r"^(\d+)\.tfrecord$"),
-}
-_SHARD_FOLDER = re.compile(r"^\d+$")
-FOLDER_FORMATS = ".tar, .tar.gz, .tgz, .parquet, .tfrecord, .tfrecord.gz, .jsonl or an img2dataset output folder"
+from vesl.io.readers import FORMATS, describe_endings, format_from_name
+from vesl.io.readers.img2dataset import METADATA_FORMAT, METADATA_NAME, STATS_NAME
+from vesl.records import InputShard
 
 
 class InputError(ValueError):
@@ -71,6 +63,11 @@ class Listing:
         return {"stats", "rejects"} <= folders or ("_temporary" in folders and "summary.json" in self.files)
 
 
+def numbered(entries: dict[str, str], pattern: str | re.Pattern) -> dict[str, str]:
+    """{shard number: path} of the entries whose name matches ``pattern`` (group 1: the number)."""
+    return {m[1]: path for name, path in entries.items() if (m := re.match(pattern, name))}
+
+
 @dataclass
 class Img2datasetFolder:
     """The shards of an img2dataset output folder, and the sidecar files that belong to them."""
@@ -80,34 +77,31 @@ class Img2datasetFolder:
 
     @classmethod
     def recognise(cls, listing: Listing) -> Img2datasetFolder | None:
-        numbered = {kind: {} for kind in _NUMBERED}
-        stats = {}
-        for name, path in listing.files.items():
-            if m := _STATS.match(name):
-                stats[m[1]] = path
-            for kind, pattern in _NUMBERED.items():
-                if m := pattern.match(name):
-                    numbered[kind][m[1]] = path
-        folders = {name: path for name, path in listing.folders.items() if _SHARD_FOLDER.match(name)}
-        parquet, tar, tfrecord = numbered["parquet"], numbered["tar"], numbered["tfrecord"]
-        paired = set(parquet) & (set(tar) | set(tfrecord) | set(folders))
-        if not stats and not paired:
+        """img2dataset's folder by its names: ``NNNNN_stats.json`` files, or ``NNNNN.parquet`` (metadata) beside
+        another file (or folder) of the same number. A number's data is the first registered format present;
+        its ``NNNNN.parquet`` is its metadata, or its data when nothing else is (img2dataset's parquet output
+        lists every URL in the data file)."""
+        stats = numbered(listing.files, STATS_NAME)
+        metadata = numbered(listing.files, METADATA_NAME)
+        data: dict[str, tuple[str, str]] = {}  # number -> (format, path)
+        for name, spec in FORMATS.items():
+            if spec.img2dataset:
+                entries = listing.folders if spec.folder else listing.files
+                for number, path in numbered(entries, spec.img2dataset).items():
+                    data.setdefault(number, (name, path))
+        if not stats and not any(n in metadata and path != metadata[n] for n, (_, path) in data.items()):
             return None
         shards, sidecars = [], set(stats.values())
-        for shard_id in sorted(set(stats) | set(parquet) | set(tar) | set(tfrecord) | set(folders)):
-            metadata, stat = parquet.get(shard_id), stats.get(shard_id)
-            if shard_id in tar:
-                shards.append(InputShard(tar[shard_id], InputFormat.WEBDATASET, metadata, stat))
-            elif shard_id in tfrecord:
-                shards.append(InputShard(tfrecord[shard_id], InputFormat.TFRECORD, metadata, stat))
-            elif shard_id in folders:
-                shards.append(InputShard(folders[shard_id], InputFormat.FILES, metadata, stat))
-            else:  # parquet output (the parquet is the data and lists every URL), or a shard whose data is gone
-                path = metadata or posixpath.join(listing.path, f"{shard_id}.parquet")
-                shards.append(InputShard(path, InputFormat.PARQUET, path, stat))
+        for number in sorted(set(stats) | set(data)):
+            meta, stat = metadata.get(number), stats.get(number)
+            # no data at all: the shard is named by its (missing) metadata file, and read as one
+            fmt, path = data.get(number, (METADATA_FORMAT, posixpath.join(listing.path, f"{number}.parquet")))
+            if path == meta or number not in data:
+                shards.append(InputShard(path, fmt, path, stat))
                 continue
-            if metadata:
-                sidecars.add(metadata)
+            shards.append(InputShard(path, fmt, meta, stat))
+            if meta:
+                sidecars.add(meta)
         return cls(shards, sidecars)
 
 
@@ -194,7 +188,7 @@ class ShardFinder:
             loose = listing.files
             subfolders = [p for name, p in sorted(listing.folders.items()) if not _hidden(name)]
         for name, file_path in sorted(loose.items()):
-            fmt = folder_format(name)
+            fmt = format_from_name(name, searched=True)
             if fmt and not _hidden(name):
                 shards.append(InputShard(self.full(file_path), fmt))
         return FolderStep(shards, subfolders)
@@ -255,7 +249,7 @@ class ShardFinder:
         if unknown:
             more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
             raise InputError(
-                f"{unknown[0]}{more}: not a format VESL reads (expected {FOLDER_FORMATS}); narrow {pattern!r}"
+                f"{unknown[0]}{more}: not a format VESL reads (expected {describe_endings()}); narrow {pattern!r}"
             )
         return result
 
@@ -268,20 +262,13 @@ class PatternMatches:
 
 
 def no_shards_error(pattern: str, why_not: list[str]) -> InputError:
-    reason = f": {why_not[0]}" if why_not else f" (looked for {FOLDER_FORMATS})"
+    reason = f": {why_not[0]}" if why_not else f" (looked for {describe_endings()})"
     return InputError(f"{pattern!r} holds no input VESL can read{reason}")
 
 
 def split_patterns(patterns: Iterable[str]) -> list[str]:
     """``--input`` values, repeated or comma-separated, in order, blanks dropped."""
     return [p for p in (p.strip() for chunk in patterns for p in chunk.split(",")) if p]
-
-
-def folder_format(name: str) -> str | None:
-    """The format of a file found in a folder: as its name says, but a ``.json`` file is not taken for
-    a manifest (name manifests ``.jsonl``, or pass a ``.json`` manifest explicitly)."""
-    fmt = format_from_name(name)
-    return None if fmt == InputFormat.MANIFEST and not name.lower().endswith(".jsonl") else fmt
 
 
 def _hidden(name: str) -> bool:

@@ -44,13 +44,17 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 @functools.lru_cache(maxsize=4096)  # asked once per record and event, for a handful of shards per worker
 def shard_output_id(path: str) -> str:
-    base = posixpath.basename(path.rstrip("/"))
-    for ext in (".tar.gz", ".tgz", ".tar", ".parquet", ".jsonl", ".json"):
-        if base.lower().endswith(ext):
-            base = base[: -len(ext)]
-            break
-    stem = _UNSAFE.sub("_", base).strip("._") or "shard"
-    return f"{stem[:80]}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
+    """The input file's name without its format's ending (any registered input format's), made safe,
+    plus 8 hex digits of the full path's SHA-1."""
+    return f"{shard_stem(posixpath.basename(path.rstrip('/')))}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
+
+
+def shard_stem(name: str) -> str:
+    from vesl.io.readers import input_endings
+
+    ending = next((e for e in input_endings() if name.lower().endswith(e)), "")
+    stem = _UNSAFE.sub("_", name[: len(name) - len(ending)]).strip("._") or "shard"
+    return stem[:80]
 
 
 @dataclass(frozen=True)

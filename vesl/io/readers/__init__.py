@@ -1,58 +1,72 @@
 """Input shards -> ``ImageRecord`` or ``Reject`` (and, for img2dataset output, a ``SourceCheck``),
-streamed one record at a time. One module per input format, each a ``Reader``:
+streamed one record at a time. One module per input format; each declares its ``InputFormat``
+(name, file endings, reader, keys-only reader, img2dataset's name for its data) once, and
+``FORMATS`` below registers it: input discovery (``vesl.io.inputs``), the readers, the output
+layout's shard ids (``vesl.io.layout``) and the duplicate-key pass all read that declaration.
 
-| format (``InputFormat``) | module | layout |
+| format | module | layout |
 |---|---|---|
-| webdataset | ``webdataset`` | ``.tar``/``.tar.gz``: ``KEY.jpg`` + ``KEY.txt`` + ``KEY.json`` members |
-| parquet | ``parquet`` | img2dataset parquet, Hugging Face ``datasets`` Parquet, any image-bytes table |
+| webdataset | ``webdataset`` | ``.tar``/``.tar.gz``/``.tgz``: ``KEY.jpg`` + ``KEY.txt`` + ``KEY.json`` members |
 | tfrecord | ``tfrecord`` | ``tf.train.Example`` records (img2dataset's tfrecord output) |
 | files | ``files`` | a folder of ``KEY.jpg`` + ``KEY.txt`` + ``KEY.json`` (img2dataset's default) |
+| parquet | ``parquet`` | img2dataset parquet, Hugging Face ``datasets`` Parquet, any image-bytes table |
 | manifest | ``manifest`` | JSON lines naming image files |
 
-Which files are shards, and which format each one is, is decided once, when the inputs are listed
-(``vesl.io.inputs``); img2dataset's sidecars travel with their shard (``img2dataset``). Paths are
-anything fsspec opens (local, gs://, s3://, ...). A shard that cannot be opened or is not its format
-yields one shard-level reject (``index`` -1).
+To add a format: write its module (a ``read(path, cfg)`` generator and a ``FORMAT``) and add it to
+``FORMATS``; nothing else changes (docs/architecture.md). Which files are shards, and which format
+each one is, is decided once, when the inputs are listed (``vesl.io.inputs``); img2dataset's sidecars
+travel with their shard (``img2dataset``). Paths are anything fsspec opens (local, gs://, s3://, ...).
+A shard that cannot be opened or is not its format yields one shard-level reject (``index`` -1).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 from vesl.config import ReadConfig
-from vesl.io.readers import base
-from vesl.io.readers.base import SHARD_INDEX, Item, Reader, is_transient, make_record, shard_reject
-from vesl.io.readers.files import read_files
+from vesl.io.readers import files, manifest, parquet, tfrecord, webdataset
+from vesl.io.readers.base import SHARD_INDEX, GaveUp, InputFormat, Item, Retry, is_transient, make_record, shard_reject
 from vesl.io.readers.img2dataset import with_img2dataset_accounting
-from vesl.io.readers.manifest import read_manifest
-from vesl.io.readers.parquet import read_parquet
-from vesl.io.readers.tfrecord import read_tfrecord
-from vesl.io.readers.webdataset import read_webdataset
-from vesl.records import InputFormat, InputShard, SourceCheck
+from vesl.records import InputShard, SourceCheck
 
-__all__ = ["READERS", "SHARD_INDEX", "Item", "format_from_name", "is_transient", "make_record", "read_shard"]
+__all__ = [
+    "FORMATS",
+    "SHARD_INDEX",
+    "InputFormat",
+    "Item",
+    "as_input_shard",
+    "format_from_name",
+    "input_endings",
+    "is_transient",
+    "make_record",
+    "read_shard",
+]
 
-READERS: dict[str, Reader] = {
-    InputFormat.WEBDATASET: read_webdataset,
-    InputFormat.PARQUET: read_parquet,
-    InputFormat.TFRECORD: read_tfrecord,
-    InputFormat.FILES: read_files,
-    InputFormat.MANIFEST: read_manifest,
-}
-
-# File name endings of each format; a folder of ``files`` has no ending and is recognised by content.
-SUFFIXES: dict[str, tuple[str, ...]] = {
-    InputFormat.WEBDATASET: (".tar", ".tar.gz", ".tgz"),
-    InputFormat.PARQUET: (".parquet",),
-    InputFormat.TFRECORD: (".tfrecord", ".tfrecord.gz", ".tfrecords"),
-    InputFormat.MANIFEST: (".jsonl", ".json"),
+# The registry. Order matters for img2dataset folders only: a shard number's data is the first of these
+# formats present (img2dataset writes NNNNN.parquet beside every shard, as its metadata).
+FORMATS: dict[str, InputFormat] = {
+    spec.name: spec for spec in (webdataset.FORMAT, tfrecord.FORMAT, files.FORMAT, parquet.FORMAT, manifest.FORMAT)
 }
 
 
-def format_from_name(path: str) -> str | None:
-    name = path.lower().rstrip("/")
-    return next((fmt for fmt, suffixes in SUFFIXES.items() if name.endswith(suffixes)), None)
+def input_endings() -> tuple[str, ...]:
+    """Every registered file ending, longest first (``.tar.gz`` before ``.tar``)."""
+    return tuple(sorted({e for spec in FORMATS.values() for e in spec.endings}, key=len, reverse=True))
+
+
+def describe_endings() -> str:
+    """For messages: ``.tar, .tar.gz, ... or an img2dataset output folder``."""
+    searched = [e for spec in FORMATS.values() for e in spec.searched_endings]
+    return ", ".join(searched) + " or an img2dataset output folder"
+
+
+def format_from_name(path: str, searched: bool = False) -> str | None:
+    """The format a file's name says (its longest registered ending); ``searched``: only the endings a
+    folder search picks up."""
+    name = path.rstrip("/")
+    found = [(spec.ending_of(name), spec) for spec in FORMATS.values()]
+    found = [(e, spec) for e, spec in found if e and (not searched or e in spec.searched_endings)]
+    return max(found, key=lambda t: len(t[0]))[1].name if found else None
 
 
 def as_input_shard(shard: InputShard | str) -> InputShard | None:
@@ -73,37 +87,23 @@ def read_shard(
     sidecars). A bare path is read as the format its name says. Transient storage errors restart the
     read with exponential backoff, skipping what was already yielded; after ``attempts`` the rest of
     the shard is rejected in one ``unreadable_shard`` reject saying so. ``keys_only``: the same items for a
-    pass that needs only which records there are (webdataset skips image bytes; other formats read all)."""
-    attempts = base.RETRY_ATTEMPTS if attempts is None else attempts
-    base_delay_s = base.RETRY_BASE_DELAY_S if base_delay_s is None else base_delay_s
+    pass that needs only which records there are (the format's ``read_keys`` where it has one)."""
     spec = as_input_shard(shard)
-    if spec is None:
-        yield shard_reject(str(shard), None, "unknown shard format (expected .tar, .parquet, .tfrecord or .jsonl)")
+    if spec is None or spec.format not in FORMATS:
+        yield shard_reject(str(shard), None, f"unknown shard format (expected {describe_endings()})")
         return
-    emitted = 0
-    for attempt in range(attempts):
-        try:
-            for position, item in enumerate(_read_once(spec, cfg, keys_only)):
-                if position >= emitted:
-                    emitted += 1
-                    yield item
+    items = Retry.default(attempts, base_delay_s).stream(lambda: _read_once(spec, cfg, keys_only))
+    for emitted, item in enumerate(items):
+        if isinstance(item, GaveUp):
+            yield shard_reject(spec.path, item.error, f"{item.detail()}, {emitted} records read")
             return
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            if attempt == attempts - 1:
-                yield shard_reject(
-                    spec.path, exc, f"storage error persisted after {attempts} attempts, {emitted} records read"
-                )
-                return
-            time.sleep(base_delay_s * 2**attempt)
+        yield item
 
 
 def _read_once(shard: InputShard, cfg: ReadConfig, keys_only: bool = False) -> Iterator[Item | SourceCheck]:
-    if keys_only and shard.format == InputFormat.WEBDATASET:
-        data = read_webdataset(shard.path, cfg, keys_only=True)
-    else:
-        data = READERS[shard.format](shard.path, cfg)
+    fmt = FORMATS[shard.format]
+    read = fmt.read_keys if keys_only and fmt.read_keys else fmt.read
+    data = read(shard.path, cfg)
     if shard.metadata is None and shard.stats is None:
         return data
     return with_img2dataset_accounting(shard, data)

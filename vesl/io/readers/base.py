@@ -7,11 +7,19 @@ from __future__ import annotations
 import json
 import math
 import posixpath
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
 
 from vesl.config import ReadConfig
 from vesl.records import ImageRecord, Reason, Reject, Stage
 
+# Column (feature) names a table-like input (Parquet rows, TFRecord Examples) may hold its parts in,
+# tried in this order when ``--image_column`` / ``--caption_column`` do not say.
+IMAGE_COLUMNS = ("jpg", "jpeg", "png", "webp", "image", "image_bytes", "img")
+CAPTION_COLUMNS = ("caption", "txt", "text")
+KEY_COLUMNS = ("key", "id")
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "jxl", "avif", "image")
 SHARD_INDEX = -1  # Reject.index of a reject that concerns a whole shard
 # Caps on what is read into memory, checked before the bytes are read (sizes from tar headers,
@@ -24,6 +32,40 @@ RETRY_BASE_DELAY_S = 0.5
 Item = ImageRecord | Reject
 # A format reader: (path, config) -> the shard's records and rejects, in a stable order.
 Reader = Callable[[str, ReadConfig], Iterator[Item]]
+
+
+@dataclass(frozen=True)
+class InputFormat:
+    """One input layout VESL reads, declared once (in its reader's module) and registered in
+    ``vesl.io.readers.FORMATS``: input discovery, the readers, the output layout's shard ids and the
+    duplicate-key pass all ask this declaration.
+
+    ``read_keys``: a cheaper pass giving the same records and rejects in the same order, for a pass
+    that needs only which records there are (image bytes may be left empty); None: ``read`` is used.
+    ``img2dataset``: the regular expression of img2dataset's data file (or folder) name for this
+    format, group 1 the shard number; None when img2dataset does not write it. ``folder``: a shard is
+    a folder (found by content, never by name). ``searched``: the endings a folder search picks up,
+    when not all of ``endings`` (a ``.json`` file is too often something else to be taken for a
+    manifest unasked)."""
+
+    name: str
+    read: Reader
+    endings: tuple[str, ...] = ()
+    read_keys: Reader | None = None
+    img2dataset: str | None = None
+    folder: bool = False
+    searched: tuple[str, ...] | None = None
+    summary: str = ""  # one line for the docs and the readers' table
+
+    def ending_of(self, name: str) -> str | None:
+        """The longest of this format's endings that ``name`` ends with (case-insensitive), or None."""
+        lower = name.lower()
+        return max((e for e in self.endings if lower.endswith(e)), key=len, default=None)
+
+    @property
+    def searched_endings(self) -> tuple[str, ...]:
+        return self.endings if self.searched is None else self.searched
+
 
 # Storage errors worth retrying (the connection, not the data): the whole shard is read again and the
 # records already passed on are skipped, so a flaky network costs time, never records.
@@ -96,22 +138,85 @@ def manifest_line_limit(cfg: ReadConfig) -> int:
     return caption_byte_limit(cfg) + MAX_METADATA_BYTES
 
 
-def with_retries(fetch):
-    """``fetch()`` retried on transient storage errors with exponential backoff: (value, "") or, once
-    the attempts are spent, (None, why). Other errors propagate. A retry that concerns one record
-    retries that record only."""
-    import time
+T = TypeVar("T")
 
-    for attempt in range(RETRY_ATTEMPTS):
-        try:
-            return fetch(), ""
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            if attempt == RETRY_ATTEMPTS - 1:
-                return None, f"storage error persisted after {RETRY_ATTEMPTS} attempts ({type(exc).__name__}: {exc})"
-            time.sleep(RETRY_BASE_DELAY_S * 2**attempt)
-    raise AssertionError("unreachable")
+
+@dataclass(frozen=True)
+class GaveUp:
+    """What a ``Retry`` ends with when storage kept failing: the last error and the attempts made."""
+
+    error: BaseException
+    attempts: int
+
+    def detail(self) -> str:
+        return f"storage error persisted after {self.attempts} attempts"
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Transient storage errors (``is_transient``) retried with exponential backoff, for a whole shard
+    (``stream``) and for one record's file (``call``) alike; any other error propagates at once.
+    Defaults come from ``RETRY_ATTEMPTS`` / ``RETRY_BASE_DELAY_S`` when the Retry is made."""
+
+    attempts: int
+    base_delay_s: float
+
+    @classmethod
+    def default(cls, attempts: int | None = None, base_delay_s: float | None = None) -> Retry:
+        return cls(
+            RETRY_ATTEMPTS if attempts is None else attempts,
+            RETRY_BASE_DELAY_S if base_delay_s is None else base_delay_s,
+        )
+
+    def _attempts(self) -> Iterator[int]:
+        for attempt in range(self.attempts):
+            if attempt:
+                time.sleep(self.base_delay_s * 2 ** (attempt - 1))
+            yield attempt
+
+    def call(self, fetch: Callable[[], T]) -> T | GaveUp:
+        """``fetch()``, retried; a ``GaveUp`` once the attempts are spent."""
+        for attempt in self._attempts():
+            try:
+                return fetch()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                if attempt == self.attempts - 1:
+                    return GaveUp(exc, self.attempts)
+        raise AssertionError("unreachable")
+
+    def stream(self, items: Callable[[], Iterator[T]]) -> Iterator[T | GaveUp]:
+        """The items of ``items()``, which is started again after a transient error, passing on only
+        what was not passed on yet (a flaky network costs time, never records); a ``GaveUp`` last
+        when the attempts are spent."""
+        emitted = 0
+        for attempt in self._attempts():
+            try:
+                for position, item in enumerate(items()):
+                    if position >= emitted:
+                        emitted += 1
+                        yield item
+                return
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                if attempt == self.attempts - 1:
+                    yield GaveUp(exc, self.attempts)
+
+
+def fetch_part(fetch: Callable[[], T], key: str, shard: str, index: int, name: str) -> T | Reject:
+    """One file of a record (a ``files`` member, a manifest's image), read with retries: its value, or
+    the record's reject when storage kept failing (``image_unreachable``) or the file is not there
+    (``image_not_found``), so a bad file costs its record only."""
+    try:
+        value = Retry.default().call(fetch)
+    except Exception as exc:
+        return Reject(key, shard, index, Stage.READ, Reason.IMAGE_NOT_FOUND, f"{name}: {type(exc).__name__}: {exc}")
+    if isinstance(value, GaveUp):
+        detail = f"{name}: {value.detail()} ({type(value.error).__name__}: {value.error})"
+        return Reject(key, shard, index, Stage.READ, Reason.IMAGE_UNREACHABLE, detail)
+    return value
 
 
 def is_transient(exc: BaseException) -> bool:

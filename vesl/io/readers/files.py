@@ -11,8 +11,17 @@ from collections.abc import Iterator
 import fsspec
 
 from vesl.config import ReadConfig
-from vesl.io.readers.base import Item, group_to_item, is_transient, member_limit, shard_reject, split_name, with_retries
-from vesl.records import Reason, Reject, Stage
+from vesl.io.readers.base import (
+    InputFormat,
+    Item,
+    fetch_part,
+    group_to_item,
+    is_transient,
+    member_limit,
+    shard_reject,
+    split_name,
+)
+from vesl.records import Reject
 
 
 def read_files(path: str, cfg: ReadConfig) -> Iterator[Item]:
@@ -32,19 +41,27 @@ def read_files(path: str, cfg: ReadConfig) -> Iterator[Item]:
         if key and ext:
             groups.setdefault(key, {})[ext] = (entry["name"], int(entry.get("size") or 0))
     for index, key in enumerate(sorted(groups)):
-        files: dict[str, bytes] = {}
-        oversized = {ext: size for ext, (_, size) in groups[key].items() if size > member_limit(ext, cfg)}
-        try:
-            for ext, (name, _) in groups[key].items():
-                if ext in oversized:
-                    continue
-                data, unreachable = with_retries(lambda name=name: fs.cat_file(name))
-                if unreachable:
-                    yield Reject(key, path, index, Stage.READ, Reason.IMAGE_UNREACHABLE, f"{name}: {unreachable}")
-                    break
-                files[ext] = data
-            else:
-                yield group_to_item(key, files, path, index, cfg, oversized)
-        except Exception as exc:
-            detail = f"{name}: {type(exc).__name__}: {exc}"
-            yield Reject(key, path, index, Stage.READ, Reason.IMAGE_NOT_FOUND, detail)
+        yield _record(fs, key, groups[key], path, index, cfg)
+
+
+def _record(fs, key: str, parts: dict[str, tuple[str, int]], path: str, index: int, cfg: ReadConfig) -> Item:
+    """One record from its files; a file over its cap is left unread, one storage cannot give costs the
+    record."""
+    oversized = {ext: size for ext, (_, size) in parts.items() if size > member_limit(ext, cfg)}
+    files: dict[str, bytes] = {}
+    for ext, (name, _) in parts.items():
+        if ext not in oversized:
+            data = fetch_part(lambda name=name: fs.cat_file(name), key, path, index, name)
+            if isinstance(data, Reject):
+                return data
+            files[ext] = data
+    return group_to_item(key, files, path, index, cfg, oversized)
+
+
+FORMAT = InputFormat(
+    "files",
+    read_files,
+    img2dataset=r"^(\d+)$",
+    folder=True,
+    summary="a folder of ``KEY.jpg`` + ``KEY.txt`` + ``KEY.json`` (img2dataset's default)",
+)

@@ -20,9 +20,15 @@ from collections.abc import Iterable, Iterator
 
 import fsspec
 
+from vesl.io.readers.arrow import as_text, iter_row_batches, text_as_bytes
 from vesl.io.readers.base import SHARD_INDEX, Item, is_transient, normalize_url
 from vesl.records import InputShard, Reason, Reject, SourceCheck, Stage
 
+# img2dataset's names beside each shard NNNNN (group 1: the number); the metadata is Parquet, read as the
+# parquet format when it is the shard's data too (img2dataset's parquet output).
+METADATA_NAME = r"^(\d+)\.parquet$"
+STATS_NAME = r"^(\d+)_stats\.json$"
+METADATA_FORMAT = "parquet"
 SUCCESS = "success"
 FAILED_STATUSES = (Reason.FAILED_TO_DOWNLOAD, Reason.FAILED_TO_RESIZE)
 METADATA_COLUMNS = ("key", "url", "status", "error_message")
@@ -72,8 +78,6 @@ def metadata_rejects(
     """Rejects for the metadata rows that did not reach the data file (streamed, a row batch at a
     time). Their ``index`` continues after the data file's records."""
     import pyarrow.parquet as pq
-
-    from vesl.io.readers.parquet import as_text, iter_row_batches, text_as_bytes
 
     with fsspec.open(shard.metadata, "rb") as f:
         pf = pq.ParquetFile(f)

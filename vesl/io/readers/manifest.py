@@ -13,14 +13,15 @@ import fsspec
 
 from vesl.config import ReadConfig
 from vesl.io.readers.base import (
+    InputFormat,
     Item,
+    fetch_part,
     is_transient,
     iter_capped_lines,
     make_record,
     manifest_line_limit,
     normalize_key,
     shard_reject,
-    with_retries,
 )
 from vesl.records import Reason, Reject, Stage
 
@@ -72,15 +73,26 @@ def read_manifest(path: str, cfg: ReadConfig) -> Iterator[Item]:
             caption = entry.get("caption")
             if caption is None and isinstance(entry.get("captions"), list) and entry["captions"]:
                 caption = entry["captions"][0]
-            try:
-                image, unreachable = with_retries(lambda p=image_path: _read_capped(p, cfg.max_image_bytes))
-            except Exception as exc:
-                detail = f"{image_path}: {type(exc).__name__}: {exc}"
-                yield Reject(normalize_key(key)[0], path, index, Stage.READ, Reason.IMAGE_NOT_FOUND, detail)
-                continue
-            if unreachable or image is TOO_LARGE:
-                reason = Reason.IMAGE_UNREACHABLE if unreachable else Reason.IMAGE_TOO_LARGE
-                detail = unreachable or f"more than max_image_bytes {cfg.max_image_bytes} bytes (not read)"
-                yield Reject(normalize_key(key)[0], path, index, Stage.READ, reason, f"{image_path}: {detail}")
-                continue
-            yield make_record(key, path, index, caption, image, entry.get("url"), cfg)
+            image = fetch_part(
+                lambda p=image_path: _read_capped(p, cfg.max_image_bytes),
+                normalize_key(key)[0],
+                path,
+                index,
+                image_path,
+            )
+            if image is TOO_LARGE:
+                detail = f"{image_path}: more than max_image_bytes {cfg.max_image_bytes} bytes (not read)"
+                yield Reject(normalize_key(key)[0], path, index, Stage.READ, Reason.IMAGE_TOO_LARGE, detail)
+            elif isinstance(image, Reject):
+                yield image
+            else:
+                yield make_record(key, path, index, caption, image, entry.get("url"), cfg)
+
+
+FORMAT = InputFormat(
+    "manifest",
+    read_manifest,
+    endings=(".jsonl", ".json"),
+    searched=(".jsonl",),
+    summary="JSON lines naming image files",
+)

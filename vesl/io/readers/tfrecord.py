@@ -13,8 +13,16 @@ from collections.abc import Iterator
 import fsspec
 
 from vesl.config import ReadConfig
-from vesl.io.readers.base import Item, damaged_shard, make_record, record_byte_limit
-from vesl.io.readers.parquet import CAPTION_COLUMNS, IMAGE_COLUMNS, KEY_COLUMNS
+from vesl.io.readers.base import (
+    CAPTION_COLUMNS,
+    IMAGE_COLUMNS,
+    KEY_COLUMNS,
+    InputFormat,
+    Item,
+    damaged_shard,
+    make_record,
+    record_byte_limit,
+)
 from vesl.io.tfexample import decode_example
 from vesl.io.tfrecord import CorruptRecord, SkippedRecord, iter_tfrecords
 from vesl.records import Reason, Reject, Stage
@@ -76,3 +84,12 @@ def read_tfrecord(path: str, cfg: ReadConfig) -> Iterator[Item]:
                 index += 1
     except Exception as exc:  # TFRecordError (framing, CRC), gzip errors, OSError
         yield damaged_shard(path, exc, index, f"TFRecord shard unreadable after {index} records")
+
+
+FORMAT = InputFormat(
+    "tfrecord",
+    read_tfrecord,
+    endings=(".tfrecord", ".tfrecord.gz", ".tfrecords"),
+    img2dataset=r"^(\d+)\.tfrecord$",
+    summary="``tf.train.Example`` records (img2dataset's tfrecord output)",
+)

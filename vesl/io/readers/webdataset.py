@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import fsspec
 
 from vesl.config import ReadConfig
-from vesl.io.readers.base import Item, damaged_shard, group_to_item, member_limit, split_name
+from vesl.io.readers.base import InputFormat, Item, damaged_shard, group_to_item, member_limit, split_name
 from vesl.io.readers.tarstream import TarStream, TarUnsupported
 
 
@@ -109,3 +109,18 @@ def _read_webdataset(path: str, cfg: ReadConfig, members, keys_only: bool = Fals
         return
     if key is not None:
         yield group_to_item(key, files, path, index, cfg, oversized)
+
+
+def read_webdataset_keys(path: str, cfg: ReadConfig) -> Iterator[Item]:
+    """``read_webdataset`` with ``keys_only``: image and metadata members skipped unread."""
+    return read_webdataset(path, cfg, keys_only=True)
+
+
+FORMAT = InputFormat(
+    "webdataset",
+    read_webdataset,
+    endings=(".tar", ".tar.gz", ".tgz"),
+    read_keys=read_webdataset_keys,
+    img2dataset=r"^(\d+)\.tar$",
+    summary="``.tar``/``.tar.gz``: ``KEY.jpg`` + ``KEY.txt`` + ``KEY.json`` members",
+)
