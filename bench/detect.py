@@ -32,8 +32,9 @@ from pathlib import Path
 from vesl.config import DetectConfig, FilterConfig
 from vesl.filtering.rules import filter_detections
 from vesl.models.clip_tokenizer import build_clip_tokenizer
+from vesl.models.devices import resolve_device
 from vesl.models.equality import check_fast_path
-from vesl.models.owlv2 import Owlv2Detector, resolve_device
+from vesl.models.owlv2 import Owlv2Detector
 from vesl.records import ImageRecord, Phrase
 from vesl.vision.device_decode import DecodeFailure
 from vesl.vision.prepare import prepare_image
@@ -215,11 +216,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         image_size=args.image_size,
         dtype=args.dtype,
         batch_size=args.batch,
-        attn_implementation=args.attn,
-        compile=args.compile,
-        compile_mode=args.compile_mode,
         position_embedding=args.position_embedding,
-        image_decoder=args.image_decoder,
+        options={
+            "attn_implementation": args.attn,
+            "compile": args.compile,
+            "compile_mode": args.compile_mode,
+            "image_decoder": args.image_decoder,
+        },
     )
     tokenizer = build_clip_tokenizer()
     model = random_model(args.arch, args.dtype, args.attn).to(device)

@@ -84,13 +84,14 @@ def install() -> None:
     the per-shard tallies (call before the pipeline is built: DoFns are pickled by class)."""
     import apache_beam as beam
 
+    from vesl.models import handler
     from vesl.transforms import account, dedup, detect, filter, listing, phrases, read, write
 
     for module in (account, dedup, detect, filter, listing, phrases, read, write):
         for _, cls in inspect.getmembers(module, inspect.isclass):
             if cls.__module__ == module.__name__ and issubclass(cls, beam.DoFn) and "process" in cls.__dict__:
                 patch(cls, "process", cls.__name__)
-    patch(detect.Owlv2ModelHandler, "run_inference", "Owlv2ModelHandler.run_inference")
+    patch(handler.DetectorModelHandler, "run_inference", "DetectorModelHandler.run_inference")
     for function in ("to_parquet_row", "to_tf_features", "encode_example"):
         patch(write, function, f"write.{function}")
     for sink in (write.ParquetSink, write.TFRecordSink, write.JsonLinesSink):

@@ -35,7 +35,9 @@ from vesl.io.inputs import InputError, discover_inputs, split_patterns
 from vesl.io.layout import OutputLayout, shard_output_id
 from vesl.io.lease import LeaseHeld, LeaseLost, OutputLease, read_lease
 from vesl.io.readers import as_input_shard
+from vesl.models.backends import detector_backend
 from vesl.models.checkpoint import CheckpointError, preflight
+from vesl.models.detector import BackendUnavailable
 from vesl.options import VeslOptions, config_from_options
 from vesl.pipeline import ListOnWorkers, build_pipeline, output_layout
 from vesl.progress import ProgressMonitor
@@ -317,19 +319,11 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     dry_run = is_dry_run(options)
     cpu_threads = resolve_cpu_threads(options)  # a bad --cpu_threads fails here, before any work
     runner = str(options.view_as(StandardOptions).runner or "").lower()
-    if config.detect.device.startswith("cuda") and (test_pipeline is not None or runner in LOCAL_RUNNERS):
-        from vesl.models.owlv2 import DeviceUnavailable, resolve_device
-
-        try:  # a local run that asked for a GPU fails here, not in every worker
-            resolve_device(config.detect.device)
-        except DeviceUnavailable as exc:
-            raise UsageError(str(exc)) from None
+    backend = detector_backend(config.detect.backend)
     if runner in LOCAL_RUNNERS or test_pipeline is not None:
-        from vesl.vision.device_decode import resolve_image_decoder
-
-        try:  # --image_decoder nvimgcodec without nvImageCodec installed: say so before any work
-            resolve_image_decoder(config.detect.image_decoder, config.detect.device)
-        except ImportError as exc:
+        try:  # what this machine lacks for the detector's settings (a GPU, a decoder): said before any work
+            backend.check(config.detect)
+        except BackendUnavailable as exc:
             raise UsageError(str(exc)) from None
     local = runner in LOCAL_RUNNERS or test_pipeline is not None
     on_workers = vesl_options.list_shards == "workers" or (vesl_options.list_shards == "auto" and not local)
@@ -344,12 +338,12 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         check_patterns_exist(patterns)
         check_output(vesl_options.output)
         print(f"vesl: input: {len(patterns)} pattern(s), listed by the job's workers", file=sys.stderr)
-        weights = preflight(config.detect.checkpoint)
+        weights = backend.weights(config.detect)
     else:
         shards = expand_inputs(vesl_options.input, vesl_options.output)
         check_output(vesl_options.output)
         print(f"vesl: input: {describe_inputs(shards)}", file=sys.stderr)
-        weights = preflight(config.detect.checkpoint)
+        weights = backend.weights(config.detect)
     captioner = config.caption.describe()
     if config.caption.enabled and not dry_run:
         captioner += f"; {preflight(config.caption.checkpoint, model_type=None, what='captioning')}"

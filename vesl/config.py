@@ -14,6 +14,7 @@ from importlib import resources
 from typing import Any
 
 DEFAULT_PRESET = "cloc"
+DEFAULT_DETECTOR_BACKEND = "torch"  # vesl.models.backends
 OFF = "off"  # an override value that switches an optional setting off (sets it to None)
 PHRASE_MODES = ("cloc", "spacy", "ngrams", "both")
 PHRASE_MODE_ALIASES = {"nltk": "cloc", "ngram": "ngrams"}
@@ -94,6 +95,11 @@ class CaptionConfig:
 
 @dataclass(frozen=True)
 class DetectConfig:
+    """The detection settings every detector backend shares; ``options`` holds the chosen backend's own
+    (its dataclass, declared in the backend's module: ``vesl.models.backends``). A dict given for
+    ``options`` (from a preset or the command line) is read into that dataclass; None means its defaults."""
+
+    backend: str = DEFAULT_DETECTOR_BACKEND  # a registered detector backend (vesl.models.backends)
     # CLOC used scenic's OWLv2 CLIP L/14 "ST+FT", which is this HF checkpoint.
     checkpoint: str = "google/owlv2-large-patch14-finetuned"
     image_size: int = 448
@@ -112,20 +118,44 @@ class DetectConfig:
     alpha_background: tuple[int, int, int] = (255, 255, 255)  # transparent pixels are composited on this
     share_model_across_processes: bool = False  # one model per machine (GPU workers); see README
     model_copies: int | None = None  # with sharing: this many copies per machine (Beam's model_copies)
-    attn_implementation: str = "sdpa"  # sdpa | eager (transformers' attention kernels)
-    compile: bool = False  # torch.compile the image tower and heads (GPU; first batches compile)
-    # torch.compile mode: "default", "reduce-overhead" (CUDA graphs: one per batch shape; VESL's fixed
-    # image size and query buckets keep the shapes few) or "max-autotune"
-    compile_mode: str = "default"
     # At an input size below the checkpoint's: "truncate" the position-embedding grid to its
     # top-left part (what scenic, where OWLv2 comes from, does at inference) or "interpolate" it
     # (transformers' bicubic resampling). Larger inputs are always interpolated.
     position_embedding: str = "truncate"
     text_cache_size: int = 4096  # phrase embeddings kept on the device
-    # Where JPEGs are decoded and letterboxed: "pil" (CPU workers), "nvimgcodec" (on the detector's
-    # device, batched: nvJPEG on a GPU), or "auto" (nvimgcodec when the detector runs on a GPU and
-    # nvImageCodec is installed). Other formats are always decoded on the CPU.
-    image_decoder: str = "auto"
+    options: Any = None  # the backend's own settings
+
+    def __post_init__(self):
+        if self.options is None or isinstance(self.options, dict):
+            object.__setattr__(self, "options", backend_options(self.backend, self.options or {}))
+
+    def validate(self) -> list[str]:
+        errors = [f"detect.options.{e}" for e in self.options.validate()]
+        if self.image_size < 16:
+            errors.append("detect.image_size must be >= 16")
+        if self.position_embedding not in ("interpolate", "truncate"):
+            errors.append("detect.position_embedding must be interpolate or truncate")
+        if self.batch_size < 1:
+            errors.append("detect.batch_size must be >= 1")
+        if not 0.0 <= self.pad_value <= 1.0:
+            errors.append("detect.pad_value must be in [0, 1]")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            errors.append(f"detect.dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if not self.query_buckets or list(self.query_buckets) != sorted(set(self.query_buckets)):
+            errors.append("detect.query_buckets must be a non-empty increasing list")
+        return errors
+
+
+def backend_options(backend: str, values: dict[str, Any]):
+    """``values`` read into ``backend``'s options dataclass (ValueError for an unknown backend or field)."""
+    from vesl.models.backends import detector_backend
+
+    cls = detector_backend(backend).options
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown config field detect.options.{unknown[0]} (the {backend} backend's: {sorted(known)})")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 @dataclass(frozen=True)
@@ -165,7 +195,18 @@ class VeslConfig:
 
     def digest(self) -> str:
         """Short stable id of the resolved config (recorded per output row)."""
-        return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
+        return _digest(self.to_dict())
+
+    def earlier_digests(self) -> set[str]:
+        """The digests this same configuration had in the config shapes of earlier VESL versions, so an
+        output folder they wrote resumes. Before the detector-backend split (VESL 0.1.x), the torch
+        backend's options were fields of ``detect`` and ``detect.backend`` did not exist."""
+        if self.detect.backend != "torch":
+            return set()
+        before = self.to_dict()
+        before["detect"].pop("backend")
+        before["detect"].update(before["detect"].pop("options"))
+        return {_digest(before)}
 
     def validate(self) -> VeslConfig:
         errors = []
@@ -173,30 +214,13 @@ class VeslConfig:
             errors.append(f"phrases.mode must be one of {PHRASE_MODES}, got {self.phrases.mode!r}")
         if self.phrases.max_phrases < 1:
             errors.append("phrases.max_phrases must be >= 1")
-        if self.detect.image_size < 16:
-            errors.append("detect.image_size must be >= 16")
         if self.caption.use not in ("alt", "generated", "both"):
             errors.append("caption.use must be alt, generated or both")
         if self.caption.dtype not in ("float32", "bfloat16", "float16"):
             errors.append("caption.dtype must be float32, bfloat16 or float16")
         if self.caption.enabled and (self.caption.batch_size < 1 or self.caption.max_new_tokens < 1):
             errors.append("caption.batch_size and caption.max_new_tokens must be >= 1")
-        if self.detect.compile_mode not in ("default", "reduce-overhead", "max-autotune"):
-            errors.append("detect.compile_mode must be default, reduce-overhead or max-autotune")
-        if self.detect.position_embedding not in ("interpolate", "truncate"):
-            errors.append("detect.position_embedding must be interpolate or truncate")
-        if self.detect.image_decoder not in ("auto", "pil", "nvimgcodec"):
-            errors.append("detect.image_decoder must be auto, pil or nvimgcodec")
-        if self.detect.attn_implementation not in ("sdpa", "eager", "flash_attention_2"):
-            errors.append("detect.attn_implementation must be sdpa, eager or flash_attention_2")
-        if self.detect.batch_size < 1:
-            errors.append("detect.batch_size must be >= 1")
-        if not 0.0 <= self.detect.pad_value <= 1.0:
-            errors.append("detect.pad_value must be in [0, 1]")
-        if self.detect.dtype not in ("float32", "bfloat16", "float16"):
-            errors.append(f"detect.dtype must be float32, bfloat16 or float16, got {self.detect.dtype!r}")
-        if not self.detect.query_buckets or list(self.detect.query_buckets) != sorted(set(self.detect.query_buckets)):
-            errors.append("detect.query_buckets must be a non-empty increasing list")
+        errors += self.detect.validate()
         if not 0.0 <= self.filter.score_threshold < 1.0:
             errors.append("filter.score_threshold must be in [0, 1)")
         if self.filter.nms_iou is not None and not 0.0 < self.filter.nms_iou <= 1.0:
@@ -210,6 +234,19 @@ class VeslConfig:
         if errors:
             raise ValueError("invalid VESL config: " + "; ".join(errors))
         return self
+
+
+def _digest(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
 
 
 _SECTIONS = {
@@ -250,6 +287,8 @@ def build_config(preset: str = DEFAULT_PRESET, overrides: dict[str, dict[str, An
                     raise ValueError(f"unknown config field {name}.{key}")
                 if value == OFF:
                     values[key] = None
+                elif isinstance(value, dict):  # a nested section (a backend's options): merged field by field
+                    values[key] = {**values.get(key, {}), **{k: v for k, v in value.items() if v is not None}}
                 elif value is not None:
                     values[key] = tuple(value) if isinstance(value, list) else value
         sections[name] = cls(**values)

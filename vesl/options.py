@@ -10,16 +10,16 @@ from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from vesl.config import DEFAULT_PRESET, OFF, PHRASE_MODES, VeslConfig, build_config
-
-
-def parse_bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"expected true or false, got {text!r}")
+from vesl.config import (
+    DEFAULT_DETECTOR_BACKEND,
+    DEFAULT_PRESET,
+    OFF,
+    PHRASE_MODES,
+    VeslConfig,
+    build_config,
+    load_preset,
+    parse_bool,
+)
 
 
 def _ints(text: str) -> list[int]:
@@ -70,6 +70,7 @@ _FIELDS: list[tuple[str, str, str, Any, str]] = [
     ("shared_parse", "phrases", "shared_parse", parse_bool, "both: one spaCy parse feeds CLOC's grammar too"),
     ("max_ngram_len", "phrases", "max_ngram_len", int, "ngrams: longest N-gram (OWL-ST: 10)"),
     ("clean_captions", "phrases", "clean_captions", parse_bool, "unescape HTML entities, blank tags and URLs"),
+    ("detector_backend", "detect", "backend", str, "detector backend: torch (vesl.models.backends)"),
     ("checkpoint", "detect", "checkpoint", str, "OWLv2 checkpoint: HF id, local folder or gs:// folder"),
     ("image_size", "detect", "image_size", int, "detector input size in pixels (CLOC: 448)"),
     ("device", "detect", "device", str, "auto | cpu | cuda | cuda:N (cuda without a GPU fails)"),
@@ -87,12 +88,8 @@ _FIELDS: list[tuple[str, str, str, Any, str]] = [
     ("max_image_pixels", "detect", "max_image_pixels", int, "reject images with more pixels"),
     ("share_model_across_processes", "detect", "share_model_across_processes", parse_bool, "one model per machine"),
     ("model_copies", "detect", "model_copies", _optional_int, "with sharing: models per machine (Beam)"),
-    ("attn_implementation", "detect", "attn_implementation", str, "sdpa | eager | flash_attention_2"),
-    ("compile", "detect", "compile", parse_bool, "torch.compile the image tower and heads"),
-    ("compile_mode", "detect", "compile_mode", str, "default | reduce-overhead (CUDA graphs) | max-autotune"),
     ("position_embedding", "detect", "position_embedding", str, "truncate (scenic) | interpolate (transformers)"),
     ("text_cache_size", "detect", "text_cache_size", int, "phrase embeddings kept on the device"),
-    ("image_decoder", "detect", "image_decoder", str, "auto | pil (CPU) | nvimgcodec (JPEGs on the device)"),
     ("score_threshold", "filter", "score_threshold", float, "keep boxes with score > this (CLOC: 0.1)"),
     ("min_box_side_px", "filter", "min_box_side_px", float, "drop boxes with a side under this many pixels"),
     ("nms_iou", "filter", "nms_iou", _optional_float, "class-agnostic NMS IoU threshold, or off"),
@@ -184,12 +181,35 @@ class VeslOptions(PipelineOptions):
         )
         for flag, _, _, kind, help_text in _FIELDS:
             parser.add_argument(f"--{flag}", type=kind, default=None, help=help_text)
+        for backend, flag in _backend_flags():
+            parser.add_argument(
+                f"--{flag.flag}", type=flag.parse, default=None, help=f"{flag.help} ({backend} backend)"
+            )
+
+
+def _backend_flags():
+    """(backend name, BackendFlag) of every registered detector backend's own settings."""
+    from vesl.models.backends import BACKENDS
+
+    return [(name, flag) for name, backend in BACKENDS.items() for flag in backend.flags]
 
 
 def config_from_options(options: VeslOptions) -> VeslConfig:
+    """The preset's config with the options given on top. A flag of a detector backend other than the
+    run's is an error, not silently ignored."""
     values = options.get_all_options()
+    preset = options.preset or DEFAULT_PRESET
     overrides: dict[str, dict[str, Any]] = {}
     for flag, section, field, _, _ in _FIELDS:
         if values.get(flag) is not None:
             overrides.setdefault(section, {})[field] = values[flag]
-    return build_config(options.preset or DEFAULT_PRESET, overrides)
+    backend = overrides.get("detect", {}).get("backend") or load_preset(preset).get("detect", {}).get("backend")
+    backend = backend or DEFAULT_DETECTOR_BACKEND
+    for owner, flag in _backend_flags():
+        if values.get(flag.flag) is None:
+            continue
+        if owner != backend:
+            raise ValueError(f"--{flag.flag} is a setting of the {owner} detector backend; this run uses {backend}")
+        options_given = overrides.setdefault("detect", {}).setdefault("options", {})
+        options_given[flag.field] = values[flag.flag]
+    return build_config(preset, overrides)

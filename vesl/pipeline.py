@@ -56,10 +56,14 @@ def summary_header(config: VeslConfig, provenance: Provenance, layout: OutputLay
         outputs["parquet"] = layout.parquet_glob
     if config.write.tfrecord:
         outputs["tfrecord"] = layout.tfrecord_glob
+    from vesl.models.backends import detector_backend
+
+    backend = detector_backend(config.detect.backend)
     return {
         "schema_version": SCHEMA_VERSION,
         "box_convention": BOX_CONVENTION,
         "provenance": provenance.__dict__,
+        "detector": {"backend": backend.name, "numerics": backend.describe(config.detect)},
         "outputs": outputs,
         "config": config.to_dict(),
     }

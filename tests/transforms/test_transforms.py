@@ -14,7 +14,8 @@ from vesl.io.shard_writers import RawSample, write_webdataset
 from vesl.records import ImageRecord, InputShard, Phrase
 from vesl.transforms import RECORDS, REJECTS
 from vesl.transforms.dedup import FindDuplicateKeys
-from vesl.transforms.detect import DetectRegions, Owlv2ModelHandler
+from vesl.models.handler import DetectorModelHandler
+from vesl.transforms.detect import DetectRegions
 from vesl.transforms.read import ReadShards
 
 
@@ -59,7 +60,7 @@ def test_a_failing_model_batch_becomes_rejects_not_a_crash(tiny_checkpoint, phot
     def explode(self, batch, model, inference_args=None):
         raise RuntimeError("CUDA out of memory (simulated)")
 
-    monkeypatch.setattr(Owlv2ModelHandler, "run_inference", explode)
+    monkeypatch.setattr(DetectorModelHandler, "run_inference", explode)
     phrases = (Phrase("a cat", 0, 5, "cloc"),)
     records = [ImageRecord(s.key, "s", i, s.caption, s.image, phrases=phrases) for i, s in enumerate(photo_samples)]
     records.append(ImageRecord("no_phrases", "s", 9, "it is", photo_samples[0].image))
@@ -80,7 +81,7 @@ def test_a_failing_model_batch_becomes_rejects_not_a_crash(tiny_checkpoint, phot
 
 @pytest.mark.parametrize("share", [False, True])
 def test_handler_batching_and_sharing_settings(share):
-    handler = Owlv2ModelHandler(DetectConfig(batch_size=16, share_model_across_processes=share), min_score=0.1)
+    handler = DetectorModelHandler(DetectConfig(batch_size=16, share_model_across_processes=share), min_score=0.1)
     assert handler.batch_elements_kwargs()["max_batch_size"] == 16
     assert handler.share_model_across_processes() is share
 
@@ -100,7 +101,9 @@ def test_decoding_on_the_device_keeps_every_record_accounted_for(tiny_checkpoint
         ImageRecord("garbage", "s", 11, "a cat", b"<html>not found</html>", phrases=phrases),
     ]
     png = ImageRecord("png", "s", 12, "a cat", images.grayscale_png(), phrases=phrases)
-    config = DetectConfig(checkpoint=tiny_checkpoint, image_size=64, batch_size=4, image_decoder="nvimgcodec")
+    config = DetectConfig(
+        checkpoint=tiny_checkpoint, image_size=64, batch_size=4, options={"image_decoder": "nvimgcodec"}
+    )
     with pipeline() as p:
         out = p | beam.Create([*good, *bad, png]) | DetectRegions(config, min_score=0.0, keep_image_bytes=False)
         assert_that(

@@ -14,14 +14,8 @@ from vesl.config import DetectConfig, FilterConfig
 from vesl.filtering.rules import filter_detections
 from vesl.models.checkpoint import CheckpointError, load_checkpoint, preflight
 from vesl.models.clip_tokenizer import build_clip_tokenizer
-from vesl.models.owlv2 import (
-    CLIP_STD,
-    DeviceUnavailable,
-    Owlv2Detector,
-    batch_bucket,
-    query_bucket,
-    resolve_device,
-)
+from vesl.models.devices import DeviceUnavailable, resolve_device
+from vesl.models.owlv2 import CLIP_STD, Owlv2Detector, batch_bucket, query_bucket
 from vesl.records import ImageRecord, Phrase
 from vesl.vision.prepare import prepare_image
 
@@ -274,7 +268,7 @@ def test_encoded_inputs_decoded_on_the_device_give_the_cpu_paths_boxes(tiny_chec
     from vesl.vision.device_decode import DecodeFailure, EncodedImage
 
     loaded = load_checkpoint(tiny_checkpoint)
-    config = DetectConfig(image_size=TINY_IMAGE_SIZE, image_decoder="nvimgcodec")
+    config = DetectConfig(image_size=TINY_IMAGE_SIZE, options={"image_decoder": "nvimgcodec"})
     detector = Owlv2Detector.for_model(loaded.model, loaded.tokenizer, "cpu", config)
     records = [ImageRecord(s.key, "s", i, s.caption, s.image) for i, s in enumerate(photo_samples)]
     on_host = [prepare_image(r, config, keep_image_bytes=False) for r in records]
@@ -320,7 +314,7 @@ def test_partial_batches_are_padded_to_a_bucket_when_compiled(tiny_checkpoint, p
     """With a compiled tower, a 3-image batch runs the tower at 4 images (one shape per bucket) and
     gives exactly the unpadded results."""
     loaded = load_checkpoint(tiny_checkpoint)
-    config = DetectConfig(image_size=TINY_IMAGE_SIZE, batch_size=8, image_decoder="pil")
+    config = DetectConfig(image_size=TINY_IMAGE_SIZE, batch_size=8, options={"image_decoder": "pil"})
     plain = Owlv2Detector.for_model(loaded.model, loaded.tokenizer, "cpu", config)
     padded = Owlv2Detector.for_model(loaded.model, loaded.tokenizer, "cpu", config)
     padded.pad_batches_to = 8  # what compile=True sets; the eager tower keeps the test fast

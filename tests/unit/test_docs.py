@@ -12,7 +12,10 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 
 def test_every_option_is_in_the_readme():
-    missing = [flag for flag, *_ in _FIELDS if f"`--{flag}`" not in README]
+    from vesl.models.backends import BACKENDS
+
+    flags = [flag for flag, *_ in _FIELDS] + [f.flag for backend in BACKENDS.values() for f in backend.flags]
+    missing = [flag for flag in flags if f"`--{flag}`" not in README]
     assert not missing
 
 

@@ -8,7 +8,7 @@ import torch
 from pipelines.vesl import UsageError, run
 from vesl.config import DetectConfig
 from vesl.threads import cpu_threads_per_process, parse_cpu_threads
-from vesl.transforms.detect import Owlv2ModelHandler
+from vesl.models.handler import DetectorModelHandler
 
 
 @pytest.mark.parametrize(
@@ -49,9 +49,9 @@ def restore_torch_threads():
 def test_the_detectors_handler_holds_pytorch_to_its_threads(tiny_checkpoint, restore_torch_threads):
     torch.set_num_threads(2)
     config = DetectConfig(checkpoint=tiny_checkpoint, image_size=64, device="cpu")
-    Owlv2ModelHandler(config, 0.1).load_model()
+    DetectorModelHandler(config, 0.1).load_model()
     assert torch.get_num_threads() == 2  # None: left as it was
-    Owlv2ModelHandler(config, 0.1, cpu_threads=1).load_model()
+    DetectorModelHandler(config, 0.1, cpu_threads=1).load_model()
     assert torch.get_num_threads() == 1
 
 
@@ -63,7 +63,7 @@ def test_every_batch_is_run_with_the_handlers_threads(tiny_checkpoint, restore_t
     from vesl.records import DetectorInput, ImageRecord, Phrase
 
     config = DetectConfig(checkpoint=tiny_checkpoint, image_size=64, device="cpu", query_buckets=(4,))
-    handler = Owlv2ModelHandler(config, 0.0, cpu_threads=1)
+    handler = DetectorModelHandler(config, 0.0, cpu_threads=1)
     model = handler.load_model()
     torch.set_num_threads(2)  # what another thread of the harness, or another library, left
     record = ImageRecord("k", "s", 0, "a cat", b"", phrases=(Phrase("a cat", 0, 5, "cloc"),))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from vesl.config import CaptionConfig
 from vesl.models.checkpoint import checkpoint_path, one_line_errors
-from vesl.models.owlv2 import resolve_device
+from vesl.models.devices import resolve_device
 from vesl.models.tiny import RANDOM_WEIGHTS_FLAG
 
 # Words of the tiny test captioner's vocabulary (random weights: it strings these together).

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from vesl.models.clip_tokenizer import CLIP_MAX_LENGTH
+from vesl.models.devices import resolve_device
 from vesl.records import Detections
 from vesl.vision.device_decode import DecodeFailure, DeviceImageDecoder, EncodedImage, resolve_image_decoder
 from vesl.vision.geometry import detector_to_stored
@@ -32,22 +33,6 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # OWLv2 pads to a square with grey 0.5 after rescaling to [0, 1], as scenic (its home) does in its
 # inference notebook and training preprocessing; transformers' Owlv2ImageProcessor pads with 0.0.
 PAD_VALUE = 0.5
-
-
-class DeviceUnavailable(RuntimeError):
-    pass
-
-
-def resolve_device(requested: str) -> str:
-    """ "auto" -> cuda when present, else cpu. Asking for cuda without a GPU fails loudly: a GPU run
-    must never go on silently on the CPU."""
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise DeviceUnavailable(f"device {requested!r} was asked for but torch sees no CUDA GPU")
-    return requested
 
 
 def batch_bucket(n_images: int, max_batch: int) -> int:
@@ -146,20 +131,20 @@ class Owlv2Detector:
 
     @classmethod
     def from_config(cls, config) -> Owlv2Detector:
-        """Load ``config.checkpoint`` (a DetectConfig) on its device with its fast-path settings."""
+        """Load ``config.checkpoint`` (a DetectConfig with the torch backend's options) on its device."""
         from vesl.models.checkpoint import load_checkpoint
 
         device = resolve_device(config.device)
-        loaded = load_checkpoint(
-            config.checkpoint, device=device, dtype=config.dtype, attn_implementation=config.attn_implementation
-        )
+        attn = config.options.attn_implementation
+        loaded = load_checkpoint(config.checkpoint, device=device, dtype=config.dtype, attn_implementation=attn)
         return cls.for_model(loaded.model, loaded.tokenizer, device, config)
 
     @classmethod
     def for_model(cls, model, tokenizer, device: str, config) -> Owlv2Detector:
-        """A detector over an already built model, with a DetectConfig's settings."""
+        """A detector over an already built model, with a DetectConfig's settings (the torch backend's)."""
+        options = config.options
         image_decoder = None
-        if resolve_image_decoder(config.image_decoder, device) == "nvimgcodec":
+        if resolve_image_decoder(options.image_decoder, device) == "nvimgcodec":
             image_decoder = DeviceImageDecoder(device, config.max_image_pixels, config.alpha_background)
         return cls(
             model,
@@ -169,8 +154,8 @@ class Owlv2Detector:
             config.dtype,
             position_embedding=config.position_embedding,
             text_cache_size=config.text_cache_size,
-            compile_model=config.compile,
-            compile_mode=config.compile_mode,
+            compile_model=options.compile,
+            compile_mode=options.compile_mode,
             image_decoder=image_decoder,
             max_batch_size=config.batch_size,
             pad_value=config.pad_value,
