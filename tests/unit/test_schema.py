@@ -75,6 +75,24 @@ def test_tf_example_round_trip(include_image):
     assert decoded[TFKeys.WIDTH] == ("int64", [640])
 
 
+def test_tf_od_api_keys_and_what_tf_cannot_hold():
+    item = labeled_image()
+    features = to_tf_features(item, PROVENANCE, False)
+    assert features[TFKeys.SOURCE_ID] == features[TFKeys.KEY] == ("bytes", [b"k1"])
+    assert features[TFKeys.OBJECT_LABEL] == ("int64", [1, 2])  # query_index + 1: 0 is the OD API's background
+    assert features[TFKeys.FORMAT] == ("bytes", [b"png"])
+    # None has no TF form: "" / 0 are written, and "" reads back as None
+    bare = item.record.__class__(**{**item.record.__dict__, "url": None, "width": None, "image_format": None})
+    features = to_tf_features(LabeledImage(bare, item.regions), PROVENANCE, False)
+    assert features[TFKeys.URL] == features[TFKeys.FORMAT] == features[TFKeys.GENERATED_CAPTION] == ("bytes", [b""])
+    assert features[TFKeys.WIDTH] == ("int64", [0])
+    back, _ = from_tf_features(features)
+    assert (back.record.url, back.record.image_format, back.record.generated_caption) == (None, None, None)
+    # the label is derived, never read back; Examples before 1.1 have no caption_source: "alt"
+    older = {k: v for k, v in features.items() if k not in (TFKeys.OBJECT_LABEL, TFKeys.OBJECT_CAPTION_SOURCE)}
+    assert from_tf_features(older)[0].regions == item.regions
+
+
 def test_tf_example_bytes_are_tensorflows_wire_format():
     # Example{features{feature{key:"a" value{bytes_list{value:"x"}}}}} as TensorFlow serializes it.
     assert encode_example({"a": ("bytes", [b"x"])}).hex() == "0a0c0a0a0a016112050a030a0178"
