@@ -92,10 +92,11 @@ def install() -> None:
             if cls.__module__ == module.__name__ and issubclass(cls, beam.DoFn) and "process" in cls.__dict__:
                 patch(cls, "process", cls.__name__)
     patch(handler.DetectorModelHandler, "run_inference", "DetectorModelHandler.run_inference")
-    for function in ("to_parquet_row", "to_tf_features", "encode_example"):
-        patch(write, function, f"write.{function}")
-    for sink in (write.ParquetSink, write.TFRecordSink, write.JsonLinesSink):
-        for attribute in ("write", "flush"):
+    from vesl.io.sinks import SINKS
+
+    for sink in SINKS.values():
+        for attribute in ("encode", "write", "close"):
             if attribute in sink.__dict__:
                 patch(sink, attribute)
+    patch(write.JsonLinesSink, "write")
     patch(write.TallyFn, "add_input")

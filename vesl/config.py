@@ -170,11 +170,13 @@ class FilterConfig:
 
 @dataclass(frozen=True)
 class WriteConfig:
+    # One switch per output sink (vesl.io.sinks), named as the sink.
     parquet: bool = True
     tfrecord: bool = True
+    webdataset: bool = False  # one tar per input shard, as the webdataset package reads it
     parquet_compression: str = "zstd"  # zstd | snappy | gzip | none
     tfrecord_compression: str = "none"  # none | gzip
-    write_image_bytes: bool = False  # embed the original encoded image in both layouts
+    write_image_bytes: bool = False  # embed the original encoded image in every output
 
 
 @dataclass(frozen=True)
@@ -200,12 +202,16 @@ class VeslConfig:
     def earlier_digests(self) -> set[str]:
         """The digests this same configuration had in the config shapes of earlier VESL versions, so an
         output folder they wrote resumes. Before the detector-backend split (VESL 0.1.x), the torch
-        backend's options were fields of ``detect`` and ``detect.backend`` did not exist."""
+        backend's options were fields of ``detect`` and ``detect.backend`` did not exist, and there was no
+        webdataset output (``write.webdataset``)."""
         if self.detect.backend != "torch":
             return set()
         before = self.to_dict()
         before["detect"].pop("backend")
         before["detect"].update(before["detect"].pop("options"))
+        if self.write.webdataset:  # no such output then
+            return set()
+        before["write"].pop("webdataset")
         return {_digest(before)}
 
     def validate(self) -> VeslConfig:
@@ -229,11 +235,17 @@ class VeslConfig:
             errors.append("write.parquet_compression must be zstd, snappy, gzip or none")
         if self.write.tfrecord_compression not in ("none", "gzip"):
             errors.append("write.tfrecord_compression must be none or gzip")
-        if not (self.write.parquet or self.write.tfrecord):
-            errors.append("at least one of write.parquet and write.tfrecord must be on")
+        if not any(getattr(self.write, name) for name in _sink_names()):
+            errors.append(f"at least one of {', '.join('write.' + n for n in _sink_names())} must be on")
         if errors:
             raise ValueError("invalid VESL config: " + "; ".join(errors))
         return self
+
+
+def _sink_names() -> tuple[str, ...]:
+    from vesl.io.sinks import SINKS
+
+    return tuple(SINKS)
 
 
 def _digest(config: dict[str, Any]) -> str:

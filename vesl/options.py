@@ -98,6 +98,7 @@ _FIELDS: list[tuple[str, str, str, Any, str]] = [
     ("drop_images_without_regions", "filter", "drop_images_without_regions", parse_bool, "GRIT image rule"),
     ("write_parquet", "write", "parquet", parse_bool, "write Parquet shards (default true)"),
     ("write_tfrecord", "write", "tfrecord", parse_bool, "write TFRecord shards (default true)"),
+    ("write_webdataset", "write", "webdataset", parse_bool, "write WebDataset tar shards (default false)"),
     ("parquet_compression", "write", "parquet_compression", str, "zstd | snappy | gzip | none"),
     ("tfrecord_compression", "write", "tfrecord_compression", str, "none | gzip"),
     ("write_image_bytes", "write", "write_image_bytes", parse_bool, "embed encoded images in the outputs"),

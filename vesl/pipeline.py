@@ -18,6 +18,7 @@ import apache_beam as beam
 from vesl import accounting
 from vesl.config import VeslConfig
 from vesl.io.layout import OutputLayout
+from vesl.io.sinks import SINKS, sink_suffixes
 from vesl.records import InputShard
 from vesl.schema import BOX_CONVENTION, SCHEMA_VERSION, Provenance
 from vesl.transforms import CHECKS, RECORDS, REJECTS
@@ -33,7 +34,7 @@ from vesl.transforms.write import WriteShardOutputs
 
 
 def output_layout(config: VeslConfig, output: str, run_id: str = "") -> OutputLayout:
-    return OutputLayout(output, tfrecord_gzip=config.write.tfrecord_compression == "gzip", run_id=run_id)
+    return OutputLayout(output, run_id, sink_suffixes(config.write))
 
 
 @dataclass(frozen=True)
@@ -52,10 +53,7 @@ def summary_header(config: VeslConfig, provenance: Provenance, layout: OutputLay
         "stats": layout.stats_glob,
         "summary": layout.summary_path,
     }
-    if config.write.parquet:
-        outputs["parquet"] = layout.parquet_glob
-    if config.write.tfrecord:
-        outputs["tfrecord"] = layout.tfrecord_glob
+    outputs.update({name: layout.glob(name) for name, sink in SINKS.items() if sink.enabled(config.write)})
     from vesl.models.backends import detector_backend
 
     backend = detector_backend(config.detect.backend)

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.vesl import UsageError, run
-from vesl.io.inputs import FOLDER_FORMATS
+from vesl.io.readers import describe_endings
 from vesl.io.shard_writers import RawSample, write_webdataset
 
 pytestmark = pytest.mark.slow
@@ -229,7 +229,9 @@ def test_worker_listing_reports_an_input_that_gives_nothing_as_a_usage_error(inp
     args[1] = f"{inputs / 'part-00001.tar'},{tmp_path / 'in'}"
     with pytest.raises(UsageError) as error:
         run(args)
-    assert str(error.value) == f"{str(tmp_path / 'in')!r} holds no input VESL can read (looked for {FOLDER_FORMATS})"
+    assert (
+        str(error.value) == f"{str(tmp_path / 'in')!r} holds no input VESL can read (looked for {describe_endings()})"
+    )
     assert not list((tmp_path / "out").glob("stats/*.json"))  # refused before any shard was committed
     args[1] = str(tmp_path / "missing")
     with pytest.raises(UsageError, match="no input matches"):  # said by the launcher: no job is started

@@ -11,10 +11,10 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from vesl.config import DetectConfig, ReadConfig
 from vesl.io.shard_writers import RawSample, write_webdataset
+from vesl.models.handler import DetectorModelHandler
 from vesl.records import ImageRecord, InputShard, Phrase
 from vesl.transforms import RECORDS, REJECTS
 from vesl.transforms.dedup import FindDuplicateKeys
-from vesl.models.handler import DetectorModelHandler
 from vesl.transforms.detect import DetectRegions
 from vesl.transforms.read import ReadShards
 

@@ -7,8 +7,8 @@ import torch
 
 from pipelines.vesl import UsageError, run
 from vesl.config import DetectConfig
-from vesl.threads import cpu_threads_per_process, parse_cpu_threads
 from vesl.models.handler import DetectorModelHandler
+from vesl.threads import cpu_threads_per_process, parse_cpu_threads
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import fsspec
 
-from vesl.io.layout import OWNED_NAMES
+from vesl.io.layout import owned_names
 from vesl.io.readers import FORMATS, describe_endings, format_from_name
 from vesl.io.readers.img2dataset import METADATA_FORMAT, METADATA_NAME, STATS_NAME
 from vesl.records import InputShard
@@ -128,7 +128,7 @@ class ShardFinder:
         self.fs = fs
         self.remote = remote
         self.output = output.rstrip("/") if output else None
-        self.exclude = [posixpath.join(self.output, name) for name in OWNED_NAMES] if self.output else []
+        self.exclude = [posixpath.join(self.output, name) for name in owned_names()] if self.output else []
         self.listings: dict[str, Listing] = {}
         self.img2dataset: dict[str, tuple[Img2datasetFolder | None, dict[str, InputShard]]] = {}
         self.notes: list[str] = []

@@ -2,6 +2,7 @@
 
     OUTPUT/parquet/SHARD.parquet       one row per written image of that input shard
     OUTPUT/tfrecord/SHARD.tfrecord     one tf.train.Example per written image (.tfrecord.gz when gzipped)
+    OUTPUT/webdataset/SHARD.tar        KEY.txt + KEY.json (+ the image) per written image (--write_webdataset)
     OUTPUT/rejects/SHARD.jsonl         one JSON object per rejected record of that shard
     OUTPUT/stats/SHARD.json            the shard's counts; written last: its presence commits the shard
     OUTPUT/summary.json                counts of every committed shard of the run, config, provenance
@@ -10,9 +11,10 @@
     OUTPUT/_lease.json                 the run that owns the folder now (``vesl.io.lease``)
     OUTPUT/_temporary/RUN_ID/          files being written by run RUN_ID (removed when it ends)
 
-SHARD is ``shard_output_id(input path)``: the input file's name without extensions plus a hash of the
-full path, so it is the same in every run and two inputs never collide. A rerun into the same OUTPUT
-skips shards whose stats file exists (``--overwrite`` redoes them).
+The data folders are the output sinks' (``vesl.io.sinks``: a sink's name is its folder, its suffix its
+files'). SHARD is ``shard_output_id(input path)``: the input file's name without its input format's
+ending plus a hash of the full path, so it is the same in every run and two inputs never collide. A
+rerun into the same OUTPUT skips shards whose stats file exists (``--overwrite`` redoes them).
 """
 
 from __future__ import annotations
@@ -25,10 +27,9 @@ from dataclasses import dataclass
 
 TEMP_DIR = "_temporary"
 FOLDER_CONFIG = "_config.json"
-# Everything a run (and its report) writes directly under OUTPUT; the rest of the folder is the user's.
-OWNED_NAMES = (
-    "parquet",
-    "tfrecord",
+# Everything a run (and its report) writes directly under OUTPUT besides the sinks' folders; the rest of
+# the folder is the user's.
+RUN_NAMES = (
     "rejects",
     "stats",
     TEMP_DIR,
@@ -39,6 +40,16 @@ OWNED_NAMES = (
     "_lease.json",
     "_lease.json.lock",
 )
+BOOKKEEPING_SUFFIXES = {"rejects": ".jsonl", "stats": ".json"}
+
+
+def owned_names() -> tuple[str, ...]:
+    """What VESL owns directly under OUTPUT: every registered sink's folder and the run's own files."""
+    from vesl.io.sinks import SINKS
+
+    return (*SINKS, *RUN_NAMES)
+
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -59,20 +70,23 @@ def shard_stem(name: str) -> str:
 
 @dataclass(frozen=True)
 class OutputLayout:
+    """Paths of one output folder. ``suffixes``: (sink name, file suffix) of the data formats, as
+    ``vesl.io.sinks.sink_suffixes`` gives them for the run's WriteConfig; ``run_id`` names the run's own
+    temporary folder, so two runs never share one."""
+
     root: str
-    tfrecord_gzip: bool = False
-    run_id: str = ""  # names this run's own temporary folder, so two runs never share one
+    run_id: str = ""
+    suffixes: tuple[tuple[str, str], ...] = ()
 
     def _join(self, *parts: str) -> str:
         return posixpath.join(self.root.rstrip("/"), *parts)
 
     def suffix(self, fmt: str) -> str:
-        return {
-            "parquet": ".parquet",
-            "tfrecord": ".tfrecord.gz" if self.tfrecord_gzip else ".tfrecord",
-            "rejects": ".jsonl",
-            "stats": ".json",
-        }[fmt]
+        return dict(self.suffixes).get(fmt) or BOOKKEEPING_SUFFIXES[fmt]
+
+    @property
+    def data_formats(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.suffixes)
 
     def dir(self, fmt: str) -> str:
         return self._join(fmt)
@@ -106,15 +120,6 @@ class OutputLayout:
     @property
     def summary_path(self) -> str:
         return self._join("summary.json")
-
-    # Shorthands used by readers, docs and tests.
-    @property
-    def parquet_glob(self) -> str:
-        return self.glob("parquet")
-
-    @property
-    def tfrecord_glob(self) -> str:
-        return self._join("tfrecord", "*.tfrecord*")
 
     @property
     def rejects_glob(self) -> str:

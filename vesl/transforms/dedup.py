@@ -52,35 +52,26 @@ class PickFirstFn(beam.DoFn):
 
 
 class ReadCommittedKeysFn(beam.DoFn):
-    """Keys that reached the dedup stage in a committed shard: its written rows (from its Parquet file,
-    or its TFRecord file when no Parquet was written) and its rejects from any stage after reading."""
+    """Keys that reached the dedup stage in a committed shard: its written rows (read back by the first
+    output sink, in ``vesl.io.sinks.SINKS`` order, whose file the shard has) and its rejects from any
+    stage after reading."""
 
     def __init__(self, layout: OutputLayout):
         self.layout = layout
 
     def process(self, shard_id: str):
         import fsspec
-        import pyarrow.parquet as pq
+
+        from vesl.io.sinks import SINKS
 
         with open_stats(self.layout, shard_id) as f:
             stats = json.load(f)
-        shard = stats["input"]
-        parquet, tfrecord = stats["files"].get("parquet"), stats["files"].get("tfrecord")
-        if parquet:
-            with fsspec.open(parquet, "rb") as f:
-                table = pq.read_table(f, columns=["key", "source_index"])
-            for key, index in zip(table.column("key").to_pylist(), table.column("source_index").to_pylist()):
+        shard, files = stats["input"], stats["files"]
+        sink = next((sink for name, sink in SINKS.items() if files.get(name)), None)
+        if sink is not None:
+            for key, index in sink.read_keys(files[sink.name]):
                 yield key, (shard, index, True)
-        elif tfrecord:  # a run with --write_parquet false: the same keys, from its Examples
-            from vesl.io.tfexample import decode_example
-            from vesl.io.tfrecord import read_tfrecord_file
-            from vesl.schema import TFKeys
-
-            for record in read_tfrecord_file(tfrecord):
-                features = decode_example(record)
-                key = features[TFKeys.KEY][1][0].decode("utf-8")
-                yield key, (shard, int(features[TFKeys.SOURCE_INDEX][1][0]), True)
-        with fsspec.open(stats["files"]["rejects"], "r") as f:
+        with fsspec.open(files["rejects"], "r") as f:
             for line in f:
                 reject = json.loads(line)
                 if reject["stage"] != Stage.READ:

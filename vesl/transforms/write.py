@@ -1,6 +1,7 @@
-"""WriteShardOutputs: per input shard, Parquet + TFRecord + rejects files through Beam's file sinks
-(``fileio.WriteToFiles``, which writes to a temporary name and renames), then the shard's stats file,
-written last and atomically: its presence commits the shard. Then summary.json for the whole run.
+"""WriteShardOutputs: per input shard, one file per output sink (``vesl.io.sinks``: Parquet, TFRecord,
+WebDataset) and a rejects file, through Beam's file sinks (``fileio.WriteToFiles``, which writes to a
+temporary name and renames), then the shard's stats file, written last and atomically: its presence
+commits the shard. Then summary.json for the whole run.
 
 Files are named after the input shard (``vesl.io.layout``), so a rerun rewrites exactly the shards it
 redoes and a shard is either committed with all its files or not committed at all.
@@ -27,67 +28,29 @@ from vesl.accounting import Tally
 from vesl.config import WriteConfig
 from vesl.io.layout import OutputLayout, shard_output_id
 from vesl.io.lease import check_holder, release_if_held
-from vesl.io.tfexample import encode_example
-from vesl.io.tfrecord import frame_record
-from vesl.schema import Provenance, parquet_schema, to_parquet_row, to_tf_features
+from vesl.io.sinks import OutputSink, enabled_sinks
+from vesl.schema import Provenance
 from vesl.transforms import METRICS_NAMESPACE
 
-_CODECS = {"none": "NONE", "zstd": "ZSTD", "snappy": "SNAPPY", "gzip": "GZIP"}
 
+class BeamFileSink(fileio.FileSink):
+    """An output sink (``vesl.io.sinks``) as Beam's ``FileSink``: one copy per file it writes."""
 
-class ParquetSink(fileio.FileSink):
-    """Rows (dicts of the schema module's layout) -> one Parquet file, in row groups."""
-
-    def __init__(self, schema, compression: str, rows_per_group: int = 1000):
-        self.schema = schema
-        self.compression = _CODECS[compression]
-        self.rows_per_group = rows_per_group
-
-    def open(self, fh) -> None:
-        import pyarrow.parquet as pq
-
-        self._writer = pq.ParquetWriter(fh, self.schema, compression=self.compression)
-        self._rows: list[dict] = []
-
-    def write(self, row: dict) -> None:
-        self._rows.append(row)
-        if len(self._rows) >= self.rows_per_group:
-            self._write_rows()
-
-    def _write_rows(self) -> None:
-        import pyarrow as pa
-
-        if self._rows:
-            self._writer.write_table(pa.Table.from_pylist(self._rows, schema=self.schema))
-            self._rows = []
-
-    def flush(self) -> None:
-        if self._writer is not None:
-            self._write_rows()
-            self._writer.close()  # writes the footer; the file handle stays Beam's to close
-            self._writer = None
-
-
-class TFRecordSink(fileio.FileSink):
-    """Serialized tf.train.Example bytes -> one TFRecord file (gzip through Beam when asked)."""
-
-    def __init__(self, gzip: bool = False):
-        self.gzip = gzip
+    def __init__(self, sink: OutputSink):
+        self.sink = sink
 
     def create_metadata(self, destination: str, full_file_name: str):
-        return fileio.FileMetadata(
-            mime_type="application/octet-stream",
-            compression_type=CompressionTypes.GZIP if self.gzip else CompressionTypes.UNCOMPRESSED,
-        )
+        compression = CompressionTypes.GZIP if self.sink.compression == "gzip" else CompressionTypes.UNCOMPRESSED
+        return fileio.FileMetadata(mime_type="application/octet-stream", compression_type=compression)
 
     def open(self, fh) -> None:
-        self._fh = fh
+        self.sink.open(fh)
 
-    def write(self, record: bytes) -> None:
-        self._fh.write(frame_record(record))
+    def write(self, encoded) -> None:
+        self.sink.write(encoded)
 
     def flush(self) -> None:
-        self._fh.flush()
+        self.sink.close()
 
 
 class JsonLinesSink(fileio.TextSink):
@@ -236,24 +199,16 @@ class WriteShardOutputs(beam.PTransform):
 
     def expand(self, inputs):
         labeled, rejects, events, input_shards, previous, shard_count = inputs
-        cfg, layout, provenance, include = self.config, self.layout, self.provenance, self.config.write_image_bytes
-        by_shard = lambda item: shard_output_id(item.record.shard)  # noqa: E731
+        layout = self.layout
         sinks: dict[str, fileio.FileSink] = {}
         written: dict[str, beam.PCollection] = {}
-        if cfg.parquet:
-            sinks["parquet"] = ParquetSink(parquet_schema(self.config_json), cfg.parquet_compression)
-            written["parquet"] = (
+        for sink in enabled_sinks(self.config, self.provenance, self.config_json):
+            name = sink.name.title()
+            sinks[sink.name] = BeamFileSink(sink)
+            written[sink.name] = (
                 labeled
-                | "ToParquetRow" >> beam.Map(lambda item: (by_shard(item), to_parquet_row(item, provenance, include)))
-                | "WriteParquet" >> self._write("parquet", sinks["parquet"])
-            )
-        if cfg.tfrecord:
-            sinks["tfrecord"] = TFRecordSink(gzip=cfg.tfrecord_compression == "gzip")
-            written["tfrecord"] = (
-                labeled
-                | "ToExample"
-                >> beam.Map(lambda item: (by_shard(item), encode_example(to_tf_features(item, provenance, include))))
-                | "WriteTFRecord" >> self._write("tfrecord", sinks["tfrecord"])
+                | f"Encode{name}" >> beam.Map(lambda item, sink=sink: (_shard_of(item), sink.encode(item)))
+                | f"Write{name}" >> self._write(sink.name, sinks[sink.name])
             )
         sinks["rejects"] = JsonLinesSink()
         written["rejects"] = (
@@ -302,6 +257,10 @@ class WriteShardOutputs(beam.PTransform):
             # WriteToFiles reads its temp directory with .get() (a ValueProvider), not as a string.
             temp_directory=StaticValueProvider(str, self.layout.temp_dir(fmt)),
         )
+
+
+def _shard_of(item) -> str:
+    return shard_output_id(item.record.shard)
 
 
 class _Unkeyed(fileio.FileSink):
