@@ -31,8 +31,19 @@ def _names_in(phrase: str, name: str) -> bool:
     return any(re.search(rf"\b{re.escape(form)}\b", words) for form in (name, name + "s", name + "es"))
 
 
+def _gt_keys(gt: dict[str, Any]) -> set[str]:
+    """Every key that can match a ground-truth image: its file name, with and without extension, its id."""
+    return {
+        key
+        for image in gt["images"]
+        for key in (image["file_name"], image["file_name"].rsplit(".", 1)[0], str(image["id"]))
+    }
+
+
 def evaluate(gt: dict[str, Any], labeled: Iterable[LabeledImage], iou: float = 0.5) -> dict[str, Any]:
-    by_key = {item.record.key: item for item in labeled}
+    # Only the rows the ground truth names are kept: ``labeled`` streams a whole output (millions of rows).
+    wanted = _gt_keys(gt)
+    by_key = {item.record.key: item for item in labeled if item.record.key in wanted}
     categories = {c["id"]: c["name"] for c in gt["categories"]}
     boxes_by_image: dict[int, list[dict]] = defaultdict(list)
     for ann in gt["annotations"]:

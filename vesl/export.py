@@ -35,6 +35,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from vesl.io.outputs import OutputFolder, is_output_folder, read_rows
 from vesl.records import LabeledImage
 from vesl.schema import from_parquet_row
 from vesl.training.torch_dataset import expand_sources
@@ -64,18 +65,13 @@ def grit_id(key: str) -> int:
 
 
 def iter_labeled(output_dir: str, limit: int | None = None) -> Iterator[LabeledImage]:
-    import fsspec
-    import pyarrow.parquet as pq
-
-    n = 0
-    for path in expand_sources(output_dir.rstrip("/") + "/parquet/*.parquet"):
-        with fsspec.open(path, "rb") as f:
-            table = pq.read_table(f, columns=[c for c in pq.read_schema(f).names if c != "image"])
-        for row in table.to_pylist():
-            if limit is not None and n >= limit:
-                return
-            n += 1
-            yield from_parquet_row(row)[0]
+    """The rows of an output as typed records (without image bytes), streamed: a VESL output folder's
+    committed shards (``vesl.io.outputs``), or the Parquet files of any other folder, glob or file."""
+    if is_output_folder(output_dir):
+        yield from OutputFolder(output_dir).labeled(limit)
+        return
+    for row in read_rows(expand_sources(output_dir), limit=limit):
+        yield from_parquet_row(row)[0]
 
 
 def grit_row(labeled: LabeledImage) -> dict[str, Any]:

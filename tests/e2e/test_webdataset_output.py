@@ -37,7 +37,7 @@ def build_inputs(root: Path, photos) -> None:
 def test_webdataset_shards_are_read_by_the_webdataset_package_in_a_two_worker_dataloader(
     tmp_path, tiny_checkpoint, photo_samples
 ):
-    wds = pytest.importorskip("webdataset")
+    import webdataset as wds
     from torch.utils.data import DataLoader
 
     build_inputs(tmp_path / "in", photo_samples)

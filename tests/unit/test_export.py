@@ -6,7 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from vesl.export import export_grit
+from tests.unit.test_outputs import write_shard
+from vesl.export import export_grit, iter_labeled
 from vesl.records import ImageRecord, LabeledImage, Phrase, Region
 from vesl.schema import Provenance, parquet_schema, to_parquet_row
 
@@ -14,10 +15,25 @@ PROVENANCE = Provenance("0.1.0", "1.2.0", "grit", "tiny", "random weights", "abc
 
 
 def write_output(root, items) -> str:
-    (root / "parquet").mkdir(parents=True)
-    rows = [to_parquet_row(item, PROVENANCE, False) for item in items]
-    pq.write_table(pa.Table.from_pylist(rows, schema=parquet_schema()), root / "parquet" / "s.parquet")
+    """An output folder of one committed shard holding ``items`` (its stats file written last)."""
+    write_shard(root, "/in/s.tar", items, [], row_group=1000)
     return str(root)
+
+
+def test_exports_read_the_committed_shards_only_or_any_parquet_files(tmp_path):
+    """An output folder exports its committed shards (not a shard a run left without its stats file);
+    a folder or glob of Parquet files exports every file, as before."""
+    phrase = Phrase("a cat", 0, 5, "spacy")
+    region = Region("a cat", 0, 5, "spacy", 0, (0.1, 0.2, 0.5, 0.6), 0.75, 0.5)
+    items = [LabeledImage(ImageRecord(f"k{i}", "s", i, "a cat", b"", None, (phrase,), 100, 50), (region,)) for i in range(3)]  # fmt: skip
+    out = write_output(tmp_path / "out", items)
+    rows = [to_parquet_row(LabeledImage(ImageRecord("died", "s", 0, "a cat", b"", None, (phrase,), 100, 50), (region,)), PROVENANCE, False)]  # fmt: skip
+    pq.write_table(pa.Table.from_pylist(rows, schema=parquet_schema()), tmp_path / "out" / "parquet" / "died.parquet")
+    assert export_grit(out, str(tmp_path / "grit.parquet")) == 3
+    assert "died" not in pq.read_table(tmp_path / "grit.parquet").column("key").to_pylist()
+    assert [i.record.key for i in iter_labeled(out, limit=2)] == ["k0", "k1"]
+    assert sorted(i.record.key for i in iter_labeled(out + "/parquet")) == ["died", "k0", "k1", "k2"]
+    assert len(list(iter_labeled(out + "/parquet/*.parquet"))) == 4
 
 
 def test_grit_export_leaves_out_images_without_boxes_as_grit_does(tmp_path):

@@ -77,7 +77,8 @@ def test_the_layout_names_come_from_the_sinks():
 
 def test_the_webdataset_package_reads_a_webdataset_sink_file(tmp_path):
     """The real reader, as a training job uses it: ``wds.WebDataset(url).decode()``."""
-    wds = pytest.importorskip("webdataset")
+    import webdataset as wds
+
     from tests.images import grayscale_png
 
     config = WriteConfig(webdataset=True, write_image_bytes=True)

@@ -10,7 +10,6 @@ positions go through the shuffle; no record and no image byte does.
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -18,6 +17,7 @@ from apache_beam.metrics import Metrics
 from vesl.config import ReadConfig
 from vesl.dedup import duplicates_of
 from vesl.io.layout import OutputLayout
+from vesl.io.outputs import OutputFolder, iter_rejects
 from vesl.io.readers import read_shard
 from vesl.records import ImageRecord, InputShard, Stage
 from vesl.transforms import METRICS_NAMESPACE
@@ -60,28 +60,17 @@ class ReadCommittedKeysFn(beam.DoFn):
         self.layout = layout
 
     def process(self, shard_id: str):
-        import fsspec
-
         from vesl.io.sinks import SINKS
 
-        with open_stats(self.layout, shard_id) as f:
-            stats = json.load(f)
-        shard, files = stats["input"], stats["files"]
-        sink = next((sink for name, sink in SINKS.items() if files.get(name)), None)
+        committed = OutputFolder(self.layout.root).shard(shard_id)
+        shard, files = committed.input, committed.files
+        sink = next((sink for name, sink in SINKS.items() if name in files), None)
         if sink is not None:
             for key, index in sink.read_keys(files[sink.name]):
                 yield key, (shard, index, True)
-        with fsspec.open(files["rejects"], "r") as f:
-            for line in f:
-                reject = json.loads(line)
-                if reject["stage"] != Stage.READ:
-                    yield reject["key"], (shard, reject["index"], True)
-
-
-def open_stats(layout: OutputLayout, shard_id: str):
-    import fsspec
-
-    return fsspec.open(layout.path("stats", shard_id), "r")
+        for reject in iter_rejects(files["rejects"]):
+            if reject["stage"] != Stage.READ:
+                yield reject["key"], (shard, reject["index"], True)
 
 
 class FindDuplicateKeys(beam.PTransform):

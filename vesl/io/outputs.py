@@ -1,0 +1,232 @@
+"""Reading a VESL output folder back: the one module that does it (report, exports, training readers).
+
+    folder = OutputFolder("gs://bucket/vesl-out")      # or a local path, or any fsspec URL
+    folder.summary()                                    # summary.json
+    folder.shards()                                     # the committed shards, from their stats files
+    folder.files("parquet")                             # their Parquet files ("tfrecord", "rejects" too)
+    for row in folder.rows(["key", "regions"]): ...     # Parquet rows as dicts, one row batch in memory
+    for item in folder.labeled(): ...                   # vesl.records.LabeledImage
+    for reject in folder.rejects(): ...                 # the rejects, one JSON line at a time
+
+Only committed shards are read: a shard is committed once its stats file exists (``vesl.io.layout``),
+so the data files of a run that died before writing a shard's stats file are never read. A stats file
+records its data files by full path; they are resolved as the layout's folder for the format joined
+with the recorded file NAME, so a folder copied elsewhere (``gsutil cp -r``) reads the same.
+
+Imports only what a reader-only install has (pyarrow, fsspec, the stdlib): training hosts use it.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import fsspec
+import pyarrow.parquet as pq
+
+from vesl.io.layout import FOLDER_CONFIG, OutputLayout
+
+if TYPE_CHECKING:
+    from vesl.records import LabeledImage
+
+# Column chunks are read through a buffer of this size, not whole and not all of a row group's up
+# front (pyarrow's ``pre_buffer``): a row group's ``image`` column can be hundreds of MB.
+READ_BUFFER_BYTES = 1 << 20
+IMAGE_COLUMN = "image"
+
+
+@dataclass(frozen=True)
+class CommittedShard:
+    """One committed input shard: what its stats file says, with its files resolved in this folder."""
+
+    shard_id: str
+    input: str | None
+    counts: dict[str, Any]
+    files: dict[str, str]  # format ("parquet", "tfrecord", "rejects") -> path in this folder
+    stats: dict[str, Any] = field(repr=False, compare=False)  # the whole stats file
+
+
+@dataclass(frozen=True)
+class RowRef:
+    """Where a row is: its Parquet file and its index in that file (to read more of it later)."""
+
+    path: str
+    index: int
+
+
+def _join(root: str, name: str) -> str:
+    return posixpath.join(root.rstrip("/"), name)
+
+
+def is_output_folder(path: str) -> bool:
+    """Whether ``path`` is a VESL output folder (it holds ``stats/``, ``summary.json`` or
+    ``_config.json``), as opposed to a plain folder of Parquet files: readers then read only its
+    committed shards, never what a run left half-written."""
+    fs, root = fsspec.core.url_to_fs(path)
+    if not fs.isdir(root):
+        return False
+    return fs.isdir(_join(root, "stats")) or any(fs.isfile(_join(root, n)) for n in ("summary.json", FOLDER_CONFIG))
+
+
+def _open_parquet(handle: Any) -> pq.ParquetFile:
+    return pq.ParquetFile(handle, buffer_size=READ_BUFFER_BYTES, pre_buffer=False)
+
+
+def iter_file_rows(path: str, columns: Sequence[str] | None = None, batch_rows: int = 1024) -> Iterator[dict]:
+    """The rows of one Parquet file as dicts, decoded one batch of ``batch_rows`` at a time.
+    ``columns=None``: every column but ``image`` (the encoded images are most of a file's bytes);
+    columns the file lacks are left out (files of older schema versions)."""
+    fs, stripped = fsspec.core.url_to_fs(path)
+    with fs.open(stripped, "rb") as handle:
+        parquet = _open_parquet(handle)
+        names = parquet.schema_arrow.names
+        wanted = [c for c in names if c != IMAGE_COLUMN] if columns is None else [c for c in columns if c in names]
+        for batch in parquet.iter_batches(batch_size=batch_rows, columns=wanted):
+            yield from batch.to_pylist()
+
+
+def read_rows(
+    paths: Iterable[str], columns: Sequence[str] | None = None, limit: int | None = None, batch_rows: int = 1024
+) -> Iterator[dict]:
+    """The rows of Parquet files, in order, streamed (``iter_file_rows``), at most ``limit``."""
+    if limit is not None and limit <= 0:
+        return
+    n = 0
+    for path in paths:
+        for row in iter_file_rows(path, columns, batch_rows):
+            yield row
+            n += 1
+            if limit is not None and n >= limit:
+                return
+
+
+def read_cells(path: str, column: str, indices: Iterable[int], batch_rows: int = 64) -> dict[int, Any]:
+    """``column``'s values at the given row indices of one Parquet file, reading only the row groups
+    that hold them, one small batch at a time: the report fetches a sample's image bytes this way.
+    Empty when the file has no such column."""
+    wanted = sorted(set(indices))
+    fs, stripped = fsspec.core.url_to_fs(path)
+    found: dict[int, Any] = {}
+    with fs.open(stripped, "rb") as handle:
+        parquet = _open_parquet(handle)
+        if column not in parquet.schema_arrow.names:
+            return found
+        start = 0
+        for group in range(parquet.metadata.num_row_groups):
+            end = start + parquet.metadata.row_group(group).num_rows
+            here = [i for i in wanted if start <= i < end]
+            if here:
+                found.update(_cells_of_group(parquet, group, column, start, here, batch_rows))
+            start = end
+    return found
+
+
+def _cells_of_group(
+    parquet: pq.ParquetFile, group: int, column: str, start: int, indices: list[int], batch_rows: int
+) -> dict[int, Any]:
+    found: dict[int, Any] = {}
+    offset = start
+    for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=[group], columns=[column]):
+        values = batch.column(0)
+        for i in indices:
+            if offset <= i < offset + batch.num_rows:
+                found[i] = values[i - offset].as_py()
+        offset += batch.num_rows
+        if offset > indices[-1]:
+            break
+    return found
+
+
+class OutputFolder:
+    """A VESL output folder, read through its committed shards. The list of committed shards is read
+    once, at first use (one small read per stats file): an ``OutputFolder`` is a snapshot of the
+    folder; make a new one to see shards a live run commits later."""
+
+    def __init__(self, root: str):
+        self.root = root.rstrip("/") or root
+        self.layout = OutputLayout(self.root)
+        self._shards: list[CommittedShard] | None = None
+
+    def __repr__(self) -> str:
+        return f"OutputFolder({self.root!r})"
+
+    def summary(self) -> dict[str, Any]:
+        """summary.json: the counts of the whole run, its config and provenance."""
+        with fsspec.open(self.layout.summary_path, "r", encoding="utf-8") as f:
+            return json.load(f)
+
+    def shards(self) -> list[CommittedShard]:
+        """Every committed shard (one per stats file), sorted by shard id."""
+        if self._shards is None:
+            fs, pattern = fsspec.core.url_to_fs(self.layout.stats_glob)
+            shards = []
+            for path in fs.glob(pattern):
+                with fs.open(path, "r", encoding="utf-8") as f:
+                    shards.append(self._shard(posixpath.basename(path)[: -len(".json")], json.load(f)))
+            self._shards = sorted(shards, key=lambda s: s.shard_id)
+        return list(self._shards)
+
+    def shard(self, shard_id: str) -> CommittedShard:
+        """One committed shard, from its stats file alone (FileNotFoundError when it is not committed)."""
+        with fsspec.open(self.layout.path("stats", shard_id), "r", encoding="utf-8") as f:
+            return self._shard(shard_id, json.load(f))
+
+    def _shard(self, stem: str, stats: dict[str, Any]) -> CommittedShard:
+        recorded = stats.get("files") or {}
+        files = {fmt: _join(self.layout.dir(fmt), posixpath.basename(p)) for fmt, p in recorded.items() if p}
+        return CommittedShard(stats.get("shard_id") or stem, stats.get("input"), stats.get("counts", {}), files, stats)
+
+    def files(self, fmt: str) -> list[str]:
+        """The committed shards' files of one format ("parquet", "tfrecord", "rejects"), by shard id."""
+        return [s.files[fmt] for s in self.shards() if fmt in s.files]
+
+    def located_rows(
+        self, columns: Sequence[str] | None = None, batch_rows: int = 1024
+    ) -> Iterator[tuple[RowRef, dict]]:
+        """``rows`` with where each row is, for reading more of a few rows later (``cells``)."""
+        for path in self.files("parquet"):
+            for index, row in enumerate(iter_file_rows(path, columns, batch_rows)):
+                yield RowRef(path, index), row
+
+    def rows(
+        self, columns: Sequence[str] | None = None, limit: int | None = None, batch_rows: int = 1024
+    ) -> Iterator[dict]:
+        """The committed Parquet rows as dicts, one row batch decoded at a time (an output can hold
+        millions of rows). ``columns=None``: every column except ``image`` (ask for it by name)."""
+        return read_rows(self.files("parquet"), columns, limit, batch_rows)
+
+    def cells(self, column: str, refs: Iterable[RowRef]) -> dict[RowRef, Any]:
+        """``column``'s values of the given rows (e.g. the image bytes of a sample of rows)."""
+        by_path: dict[str, list[int]] = defaultdict(list)
+        for ref in refs:
+            by_path[ref.path].append(ref.index)
+        return {
+            RowRef(path, i): value
+            for path, indices in by_path.items()
+            for i, value in read_cells(path, column, indices).items()
+        }
+
+    def labeled(self, limit: int | None = None) -> Iterator[LabeledImage]:
+        """The rows as typed records (without image bytes), for exports and evaluation."""
+        from vesl.schema import from_parquet_row
+
+        for row in self.rows(limit=limit):
+            yield from_parquet_row(row)[0]
+
+    def rejects(self) -> Iterator[dict]:
+        """The committed shards' rejects, one JSON object per line, read a line at a time."""
+        for path in self.files("rejects"):
+            yield from iter_rejects(path)
+
+
+def iter_rejects(path: str) -> Iterator[dict]:
+    """One rejects file's objects, a line at a time."""
+    fs, stripped = fsspec.core.url_to_fs(path)
+    with fs.open(stripped, "r", encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
