@@ -25,8 +25,10 @@ import pytest
 
 from vesl.io.layout import shard_output_id
 from vesl.io.outputs import OutputFolder, is_output_folder
+from vesl.io.tfexample import encode_example
+from vesl.io.tfrecord import frame_record
 from vesl.records import ImageRecord, LabeledImage, Phrase, Region, Reject
-from vesl.schema import SCHEMA_VERSION, Provenance, parquet_schema, to_parquet_row
+from vesl.schema import SCHEMA_VERSION, Provenance, parquet_schema, to_parquet_row, to_tf_features
 
 T = TypeVar("T")
 PROVENANCE = Provenance("0.1.0", SCHEMA_VERSION, "cloc", "tiny@448", "random weights", "0123456789ab", "")
@@ -75,7 +77,8 @@ def write_shard(
     rows = [to_parquet_row(item, PROVENANCE, include_image=bool(item.record.image_bytes)) for item in items]
     table = pa.Table.from_pylist(rows, schema=parquet_schema())
     pq.write_table(table, files["parquet"], row_group_size=row_group, **parquet_options)
-    files["tfrecord"].write_bytes(b"")  # not read here
+    examples = (encode_example(to_tf_features(item, PROVENANCE, include_image=False)) for item in items)
+    files["tfrecord"].write_bytes(b"".join(map(frame_record, examples)))
     files["rejects"].write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rejects), encoding="utf-8")
     n_phrases, n_regions = sum(len(i.record.phrases) for i in items), sum(len(i.regions) for i in items)
     counts = {
@@ -182,6 +185,13 @@ def test_an_uncommitted_shard_is_not_read(tmp_path):
     every = sorted(str(p) for p in (root / "parquet").iterdir())
     assert expand_sources(str(root / "parquet")) == expand_sources(str(root / "parquet" / "*.parquet")) == every
     assert len(list(iter_labeled(str(root / "parquet")))) == 80
+    # the TFRecord readers too
+    from vesl.training.tfdata import iter_numpy_examples
+
+    tfrecords = OutputFolder(str(root)).files("tfrecord")
+    shutil.copy(tfrecords[0], root / "tfrecord" / "died-0123abcd.tfrecord")
+    assert len(list(iter_numpy_examples(str(root)))) == 60
+    assert len(list(iter_numpy_examples(str(root / "tfrecord")))) == 80
 
 
 def test_a_copied_folder_reads_where_it_is_now(tmp_path):

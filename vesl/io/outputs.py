@@ -223,6 +223,38 @@ class OutputFolder:
             yield from iter_rejects(path)
 
 
+# File endings of each data format, for the sources given as folders or globs rather than an output folder.
+FORMAT_ENDINGS = {"parquet": (".parquet",), "tfrecord": (".tfrecord", ".tfrecord.gz"), "webdataset": (".tar",)}
+
+
+def source_files(source: str | Sequence[str], fmt: str) -> list[str]:
+    """The ``fmt`` files (``parquet``, ``tfrecord``, ...) of a VESL output folder, any other folder, a glob,
+    or a list of them (comma-separated or not; local or remote). An output folder's root gives its
+    committed shards' files only: a shard a run left half-written is never trained on. Any other folder
+    gives every such file under it; globs give what they match."""
+    from vesl.io.paths import expand_patterns
+
+    patterns = [p.strip() for chunk in ([source] if isinstance(source, str) else source) for p in chunk.split(",")]
+    patterns = [p for p in patterns if p]
+    endings = FORMAT_ENDINGS.get(fmt, (f".{fmt}",))
+    # Only a plain folder path can be an output folder: files and globs cost no look-up (lists of
+    # thousands of gs:// files are common).
+    outputs = [p for p in patterns if not p.endswith(endings) and not any(c in p for c in "*?[")]
+    outputs = [p for p in outputs if is_output_folder(p)]
+    files = [path for root in outputs for path in _committed_files(root, fmt)]
+    others = [p for p in patterns if p not in outputs]
+    if others:
+        files += expand_patterns(others, keep=lambda path: path.endswith(endings))
+    return sorted(set(files))
+
+
+def _committed_files(root: str, fmt: str) -> list[str]:
+    files = OutputFolder(root).files(fmt)
+    if not files:
+        raise FileNotFoundError(f"{root!r} is a VESL output folder without a committed {fmt} file")
+    return files
+
+
 def iter_rejects(path: str) -> Iterator[dict]:
     """One rejects file's objects, a line at a time."""
     fs, stripped = fsspec.core.url_to_fs(path)

@@ -45,10 +45,18 @@ def parse_example(serialized, include_image: bool = False):
     return {k: tf.sparse.to_dense(v) if isinstance(v, tf.sparse.SparseTensor) else v for k, v in parsed.items()}
 
 
-def vesl_tf_dataset(pattern: str, include_image: bool = False, compression: str | None = None):
+def vesl_tf_dataset(source: str, include_image: bool = False, compression: str | None = None):
+    """A ``tf.data`` dataset of parsed Examples from a glob or file (listed with ``tf.io.gfile``), or from a
+    VESL output folder or any folder (its committed TFRecord files, listed with fsspec:
+    ``vesl.io.outputs.source_files``)."""
     import tensorflow as tf
 
-    files = tf.io.gfile.glob(pattern)
+    if any(c in source for c in "*?[") or (tf.io.gfile.exists(source) and not tf.io.gfile.isdir(source)):
+        files = tf.io.gfile.glob(source)
+    else:
+        from vesl.io.outputs import source_files
+
+        files = source_files(source, "tfrecord")
     if compression is None:
         compression = "GZIP" if any(f.endswith(".gz") for f in files) else ""
     return tf.data.TFRecordDataset(files, compression_type=compression).map(
@@ -57,14 +65,15 @@ def vesl_tf_dataset(pattern: str, include_image: bool = False, compression: str 
 
 
 def iter_numpy_examples(
-    pattern: str, verify_crc: bool = True, *, fields: Sequence[FieldSpec] | None = None
+    source: str | Sequence[str], verify_crc: bool = True, *, fields: Sequence[FieldSpec] | None = None
 ) -> Iterator[dict[str, np.ndarray | bytes | int | float]]:
-    """Examples as numpy arrays (lists) and Python scalars, CRC-checked, without TensorFlow. Whether a
+    """Examples as numpy arrays (lists) and Python scalars, CRC-checked, without TensorFlow, from a VESL
+    output folder (its committed shards), any folder, globs or files (``vesl.io.outputs.source_files``). Whether a
     key is a scalar comes from the field table (every key, the image and provenance included); a key
     it does not know is a list, unless it is a provenance key (a newer version's)."""
-    from vesl.io.paths import expand_patterns
+    from vesl.io.outputs import source_files
 
-    files = expand_patterns([pattern], keep=lambda path: ".tfrecord" in path)
+    files = source_files(source, "tfrecord")
     declared = tf_feature_types(fields, include_image=True, include_per_run=True)
     dtypes = {"bytes": object, "float": np.float32, "int64": np.int64}
     for f in files:

@@ -44,32 +44,10 @@ except ImportError:  # pragma: no cover - the package requires torch; readers ma
 
 
 def expand_sources(source: str | Sequence[str]) -> list[str]:
-    """Parquet files of a VESL output folder, folder, glob or list of them (local or remote). An
-    output folder's root gives its committed shards' files only (``vesl.io.outputs``): a shard a run
-    left half-written is not trained on. Any other folder gives every Parquet file under it."""
-    from vesl.io.outputs import is_output_folder
-    from vesl.io.paths import expand_patterns
+    """Parquet files of a VESL output folder, folder, glob or list of them (``vesl.io.outputs.source_files``)."""
+    from vesl.io.outputs import source_files
 
-    patterns = [p.strip() for chunk in ([source] if isinstance(source, str) else source) for p in chunk.split(",")]
-    patterns = [p for p in patterns if p]
-    # Only a plain folder path can be an output folder: files and globs cost no look-up (lists of
-    # thousands of gs:// files are common).
-    outputs = [p for p in patterns if not p.endswith(".parquet") and not any(c in p for c in "*?[")]
-    outputs = [p for p in outputs if is_output_folder(p)]
-    files = [path for root in outputs for path in _committed_parquet(root)]
-    others = [p for p in patterns if p not in outputs]
-    if others:
-        files += expand_patterns(others, keep=lambda path: path.endswith(".parquet"))
-    return sorted(set(files))
-
-
-def _committed_parquet(root: str) -> list[str]:
-    from vesl.io.outputs import OutputFolder
-
-    files = OutputFolder(root).files("parquet")
-    if not files:
-        raise FileNotFoundError(f"{root!r} is a VESL output folder without a committed shard (no stats file)")
-    return files
+    return source_files(source, "parquet")
 
 
 def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
