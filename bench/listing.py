@@ -37,13 +37,14 @@ def graph_bytes(source, output: str) -> int:
     import apache_beam as beam
 
     from vesl.config import build_config
-    from vesl.pipeline import build_pipeline
+    from vesl.context import RunContext
+    from vesl.pipeline import build_pipeline, output_layout
     from vesl.schema import Provenance
 
     config = build_config("cloc", {"detect": {"checkpoint": "tiny", "device": "cpu"}})
     provenance = Provenance.for_run("cloc", "tiny", 64, "bench", config.digest(), "none")
     pipeline = beam.Pipeline(runner="FnApiRunner")
-    build_pipeline(pipeline, config, source, output, provenance)
+    build_pipeline(pipeline, config, source, RunContext(output_layout(config, output), provenance))
     return len(pipeline.to_runner_api().SerializeToString())
 
 
@@ -56,7 +57,7 @@ def time_workers(pattern: str, output: str) -> tuple[float, int]:
 
     started = time.perf_counter()
     pipeline = beam.Pipeline(runner="FnApiRunner")
-    planned = pipeline | ListShards([pattern], output) | PlanShards(OutputLayout(output), "bench", False)
+    planned = pipeline | ListShards([pattern], output) | PlanShards(OutputLayout(output), ("bench",), False)
     _ = planned.to_process | beam.Map(lambda _: beam.metrics.Metrics.counter("bench", "listed").inc())
     result = pipeline.run()
     result.wait_until_finish()
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     made_s = time.perf_counter() - started
 
     from vesl.io.inputs import discover_inputs
-    from vesl.pipeline import ListOnWorkers
+    from vesl.pipeline import DriverListing, ListOnWorkers
 
     started = time.perf_counter()
     shards = discover_inputs([str(folder)], output).shards
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         "shards": args.shards,
         "make_s": round(made_s, 1),
         "driver_list_s": round(driver_s, 2),
-        "graph_bytes_driver": graph_bytes(shards, output),
+        "graph_bytes_driver": graph_bytes(DriverListing(tuple(shards)), output),
         "graph_bytes_workers": graph_bytes(ListOnWorkers((str(folder),)), output),
         "workers_list_s": round(workers_s, 2),
         "workers_listed": listed,

@@ -214,3 +214,38 @@ def config_from_options(options: VeslOptions) -> VeslConfig:
         options_given = overrides.setdefault("detect", {}).setdefault("options", {})
         options_given[flag.field] = values[flag.flag]
     return build_config(preset, overrides)
+
+
+def all_options_parser():
+    """One parser of every option VESL and Beam know: each ``PipelineOptions`` class's own arguments (the
+    way Beam gathers them), VESL's included."""
+    from apache_beam.options.pipeline_options import _BeamArgumentParser
+
+    parser = _BeamArgumentParser(allow_abbrev=False, exit_on_error=False)
+    for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+        cls._add_argparse_args(parser)
+    return parser
+
+
+def check_arguments(argv: list[str]) -> None:
+    """ValueError, in one line, for an argument neither VESL nor Beam knows (with Beam's "did you mean"
+    suggestion) or a value an option refuses: Beam itself only logs "Discarding unparseable args" and
+    runs the job with the default, a billion images labelled with the wrong setting."""
+    import argparse
+    import difflib
+
+    parser = all_options_parser()
+    try:
+        _, unknown = parser.parse_known_args(argv)
+    except argparse.ArgumentError as exc:
+        raise ValueError(str(exc)) from None
+    if not unknown:
+        return
+    first = next((arg for arg in unknown if arg.startswith("-")), unknown[0])
+    if not first.startswith("-"):
+        raise ValueError(f"unexpected argument {first!r} (options are --name value)")
+    name = first.split("=", 1)[0]
+    known = [option for action in parser._actions for option in action.option_strings]
+    close = difflib.get_close_matches(name, known)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ValueError(f"unknown option {name!r}: neither VESL nor Beam has it{hint}")

@@ -14,7 +14,8 @@ from apache_beam.testing import test_pipeline
 from tests.conftest import IMG2DATASET
 from vesl.io.inputs import InputError, discover_inputs
 from vesl.io.layout import OutputLayout, shard_output_id
-from vesl.transforms.listing import COMMITTED, CommittedConflict, ListShards, PlanShards
+from vesl.resume import ConfigConflict
+from vesl.transforms.listing import COMMITTED, ListShards, PlanShards
 
 N_IMG2DATASET = 2000  # shards in the big img2dataset folder: the listing test runs on thousands of tiny shards
 
@@ -157,7 +158,7 @@ def write_stats(layout: OutputLayout, shard_path: str, digest: str, written: int
 def plan(layout: OutputLayout, shards: list, digest: str, overwrite: bool = False) -> tuple[list, list]:
     kept("to_process"), kept("committed")
     with pipeline() as p:
-        planned = p | beam.Create(shards) | PlanShards(layout, digest, overwrite)
+        planned = p | beam.Create(shards) | PlanShards(layout, (digest,), overwrite)
         _ = planned.to_process | "to_process" >> beam.ParDo(Keep("to_process"))
         _ = planned[COMMITTED] | "committed" >> beam.ParDo(Keep("committed"))
     return sorted(kept("to_process"), key=lambda s: s.path), sorted(kept("committed"))
@@ -181,7 +182,7 @@ def test_plan_refuses_a_committed_shard_of_another_configuration(tree, tmp_path)
     shards = discover_inputs([str(tree / "by-day")]).shards[:5]
     layout = OutputLayout(str(tmp_path / "out"))
     write_stats(layout, shards[3].path, "d0", 1)
-    with pytest.raises(CommittedConflict, match="another configuration"):
+    with pytest.raises(ConfigConflict, match="another configuration"):
         plan(layout, shards, "d1")
 
 

@@ -125,6 +125,7 @@ def test_read_shards_counts_as_beam_counters_and_progress_files(tmp_path):
     from tests.conftest import IMG2DATASET
     from vesl import progress
     from vesl.config import ReadConfig
+    from vesl.context import WorkerSettings
     from vesl.io.inputs import discover_inputs
     from vesl.transforms import CHECKS
     from vesl.transforms.read import ReadShards
@@ -132,7 +133,9 @@ def test_read_shards_counts_as_beam_counters_and_progress_files(tmp_path):
     shards = discover_inputs([str(IMG2DATASET / "webdataset")]).shards
     p = pipeline()
     inputs = p | beam.Create(shards)
-    read = (inputs, p | "NoDuplicates" >> beam.Create([])) | ReadShards(ReadConfig(), str(tmp_path))
+    read = (inputs, p | "NoDuplicates" >> beam.Create([])) | ReadShards(
+        ReadConfig(), WorkerSettings(progress_dir=str(tmp_path))
+    )
     assert_that(read[CHECKS] | beam.Map(lambda c: (c.tried, c.problems)), equal_to([(5, ()), (5, ()), (3, ())]))
     result = p.run()
     result.wait_until_finish()

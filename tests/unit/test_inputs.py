@@ -147,7 +147,7 @@ def test_remote_folders_keep_their_protocol():
 
 
 def test_usage_errors_raised_in_the_job_are_recognised_in_a_remote_runners_error_text():
-    from pipelines.vesl import worker_usage_error
+    from vesl.launch import worker_usage_error
 
     remote = RuntimeError(
         "Dataflow pipeline failed. State: FAILED, Error:\nTraceback (most recent call last):\n"

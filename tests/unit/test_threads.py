@@ -81,7 +81,7 @@ def test_a_bad_cpu_threads_is_a_usage_error(tmp_path):
 def test_the_launcher_resolves_auto_from_the_runners_options():
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipelines.vesl import resolve_cpu_threads
+    from vesl.launch import resolve_cpu_threads
 
     mp = ["--runner", "DirectRunner", "--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
     assert resolve_cpu_threads(PipelineOptions(mp)) == cpu_threads_per_process("DirectRunner", "multi_processing", 2)

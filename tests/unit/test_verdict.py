@@ -50,7 +50,7 @@ def test_failed_batches_and_bookkeeping_problems_are_warnings():
 def test_progress_is_shown_on_a_terminal_or_when_asked(monkeypatch):
     import sys
 
-    from pipelines.vesl import wants_progress
+    from vesl.launch import wants_progress
 
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
     assert (wants_progress("auto"), wants_progress("true"), wants_progress("false")) == (False, True, False)

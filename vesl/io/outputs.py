@@ -175,6 +175,16 @@ class OutputFolder:
         with fsspec.open(self.layout.path("stats", shard_id), "r", encoding="utf-8") as f:
             return self._shard(shard_id, json.load(f))
 
+    def uncommit(self, shard_id: str) -> None:
+        """Undo a shard's commit: its stats file first (from then on it is not committed), then its files,
+        which no reader should find beside the files of the run that redoes it."""
+        shard = self.shard(shard_id)
+        fs, _ = fsspec.core.url_to_fs(self.root)
+        for path in [self.layout.path("stats", shard_id), *shard.files.values()]:
+            stripped = fsspec.core.url_to_fs(path)[1]
+            if fs.exists(stripped):
+                fs.rm(stripped)
+
     def _shard(self, stem: str, stats: dict[str, Any]) -> CommittedShard:
         recorded = stats.get("files") or {}
         files = {fmt: _join(self.layout.dir(fmt), posixpath.basename(p)) for fmt, p in recorded.items() if p}

@@ -17,6 +17,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
 from vesl.config import CaptionConfig, DetectConfig
+from vesl.context import WorkerSettings
 from vesl.models.captioner import Captioner
 from vesl.records import ImageRecord, Reason, Reject, Stage
 from vesl.threads import apply_cpu_threads
@@ -67,11 +68,13 @@ class CaptionerModelHandler(ModelHandler[tuple, str, Captioner]):
 
 
 class CaptionImages(beam.PTransform):
-    def __init__(self, config: CaptionConfig, detect: DetectConfig, cpu_threads: int | None = None):
+    """Records -> records with ``generated_caption`` (+ rejects), through the captioner's RunInference."""
+
+    def __init__(self, config: CaptionConfig, detect: DetectConfig, workers: WorkerSettings = WorkerSettings()):
         super().__init__()
         self.config = config
         self.detect = detect
-        self.cpu_threads = cpu_threads
+        self.cpu_threads = workers.cpu_threads
 
     def expand(self, records):
         decoded = records | "DecodeImages" >> beam.ParDo(

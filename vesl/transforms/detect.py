@@ -19,6 +19,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import PredictionResult, RunInference
 
 from vesl.config import DetectConfig
+from vesl.context import WorkerSettings
 from vesl.models.backends import detector_backend
 from vesl.models.handler import DetectorModelHandler
 from vesl.records import Detections, ImageRecord, Reason, Reject, Stage
@@ -64,14 +65,16 @@ class UnwrapDetectionsFn(beam.DoFn):
 
 
 class DetectRegions(beam.PTransform):
-    """``cpu_threads``: PyTorch's intra-op threads in each worker process (``vesl.threads``; None: default)."""
+    """Records with phrases -> (record, Detections) + rejects, through the configured detector backend."""
 
-    def __init__(self, config: DetectConfig, min_score: float, keep_image_bytes: bool, cpu_threads: int | None = None):
+    def __init__(
+        self, config: DetectConfig, min_score: float, keep_image_bytes: bool, workers: WorkerSettings = WorkerSettings()
+    ):
         super().__init__()
         self.config = config
         self.min_score = min_score
         self.keep_image_bytes = keep_image_bytes
-        self.cpu_threads = cpu_threads
+        self.cpu_threads = workers.cpu_threads
 
     def expand(self, records):
         decoded = records | "DecodeImages" >> beam.ParDo(

@@ -20,9 +20,9 @@ Create's values, so Dataflow's ~10 MB request limit is reached near 1M; the work
   checked.
 
 ``PlanShards`` lists ``OUTPUT/stats/`` with Beam's ``fileio.MatchFiles`` and joins it with the listed
-shards by shard id: a shard of this input with a stats file made with this configuration is kept as
-committed (its counts go to the summary, its keys to the duplicate-key pass); every other shard is
-processed. The folder's configuration itself (``_config.json``) is checked by the launcher before the
+shards by (canonical) shard id; what to do with each is ``vesl.resume.plan``'s decision: a shard of
+this input with a stats file made with this configuration is kept as committed (its counts go to the
+summary, its keys to the duplicate-key pass); every other shard is processed. The folder's configuration itself (``_config.json``) is checked by the launcher before the
 job starts, as for a driver-side listing.
 """
 
@@ -35,9 +35,11 @@ import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.metrics import Metrics
 
-from vesl import progress
+from vesl import progress, resume
+from vesl.context import WorkerSettings
 from vesl.io.inputs import ShardFinder, no_shards_error
 from vesl.io.layout import OutputLayout, shard_output_id
+from vesl.io.outputs import OutputFolder
 from vesl.records import InputShard
 from vesl.transforms import METRICS_NAMESPACE
 
@@ -177,19 +179,17 @@ class ListShards(beam.PTransform):
         )
 
 
-class CommittedConflict(ValueError):
-    """A committed shard of this input made with another configuration (a folder VESL did not plan)."""
-
-
 def stats_shard_id(path: str, suffix: str) -> str:
     return path.rsplit("/", 1)[-1][: -len(suffix)]
 
 
 class PlanShardFn(beam.DoFn):
-    """(shard id, {shard, stats}) -> the shard to process, or COMMITTED (shard id, counts)."""
+    """(canonical shard id, {shard, stats}) -> each shard to process, or COMMITTED (committed shard id,
+    counts) for one that resumes a committed shard: the decision is ``vesl.resume.plan``'s."""
 
-    def __init__(self, config_digest: str, overwrite: bool, progress_dir: str | None = None):
-        self.config_digest = config_digest
+    def __init__(self, layout: OutputLayout, accepted_digests: tuple[str, ...], overwrite: bool, progress_dir=None):
+        self.layout = layout
+        self.accepted_digests = accepted_digests
         self.overwrite = overwrite
         self.progress_dir = progress_dir
         self.kept = Metrics.counter(METRICS_NAMESPACE, "shards_already_committed")
@@ -198,16 +198,24 @@ class PlanShardFn(beam.DoFn):
         self.progress = progress.counters_for(self.progress_dir)
 
     def process(self, joined):
-        shard_id, grouped = joined
-        shards, stats_paths = list(grouped["shard"]), list(grouped["stats"])
+        _, grouped = joined
+        suffix = self.layout.suffix("stats")
+        committed = {stats_shard_id(path, suffix): path for path in grouped["stats"]}
         # A stats file without a shard was committed by a run over another input: not this run's.
-        if shards and stats_paths and not self.overwrite:
-            yield beam.pvalue.TaggedOutput(COMMITTED, (shard_id, self.committed_counts(stats_paths[0])))
-        elif shards:
+        for shard in grouped["shard"]:
+            shard_id = shard_output_id(shard.path)
+            decision = resume.plan([shard_id], committed, self.overwrite)
+            for old in decision.uncommit:
+                if old != shard_id:  # under VESL 0.1's name: its files would stay beside the new ones
+                    OutputFolder(self.layout.root).uncommit(old)
+            if decision.keep:
+                kept = decision.keep[shard_id]
+                yield beam.pvalue.TaggedOutput(COMMITTED, (kept, self.committed_counts(committed[kept])))
+                continue
             if self.progress is not None:
                 self.progress.add(progress.SHARDS_LISTED)
                 self.progress.flush()
-            yield from shards
+            yield shard
 
     def committed_counts(self, stats_path: str) -> dict:
         import fsspec
@@ -215,39 +223,44 @@ class PlanShardFn(beam.DoFn):
         with fsspec.open(stats_path, "r") as f:
             stats = json.load(f)
         digest = stats.get("provenance", {}).get("config_digest")
-        if digest != self.config_digest:
-            raise CommittedConflict(
-                f"{stats_path} was made with another configuration (config digest {digest}, this run "
-                f"{self.config_digest}); pass --overwrite to redo it, or write elsewhere"
-            )
+        if digest not in self.accepted_digests:
+            mine = self.accepted_digests[0]
+            raise resume.another_configuration(self.layout.root, digest, mine, stats_path, resume.REDO)
         self.kept.inc()
         return stats["counts"]
 
 
 class PlanShards(beam.PTransform):
     """InputShards -> the shards to process (main) + COMMITTED: (shard id, counts) of this input's shards
-    that earlier runs committed. ``overwrite``: every shard is processed again."""
+    that earlier runs committed. ``accepted_digests``: this configuration's digest first, then what
+    earlier VESL versions called it. ``overwrite``: every shard is processed again."""
 
-    def __init__(self, layout: OutputLayout, config_digest: str, overwrite: bool, progress_dir: str | None = None):
+    def __init__(
+        self,
+        layout: OutputLayout,
+        accepted_digests: tuple[str, ...],
+        overwrite: bool,
+        workers: WorkerSettings = WorkerSettings(),
+    ):
         super().__init__()
         self.layout = layout
-        self.config_digest = config_digest
+        self.accepted_digests = tuple(accepted_digests)
         self.overwrite = overwrite
-        self.progress_dir = progress_dir
+        self.progress_dir = workers.progress_dir
 
     def expand(self, shards):
         suffix = self.layout.suffix("stats")
         stats = (
             shards.pipeline
             | "MatchCommitted" >> fileio.MatchFiles(self.layout.stats_glob, fileio.EmptyMatchTreatment.ALLOW)
-            | "CommittedById" >> beam.Map(lambda m: (stats_shard_id(m.path, suffix), m.path))
+            | "CommittedById" >> beam.Map(lambda m: (resume.canonical_id(stats_shard_id(m.path, suffix)), m.path))
         )
-        by_id = shards | "ShardsById" >> beam.Map(lambda shard: (shard_output_id(shard.path), shard))
+        by_id = shards | "ShardsById" >> beam.Map(
+            lambda shard: (resume.canonical_id(shard_output_id(shard.path)), shard)
+        )
+        planned = PlanShardFn(self.layout, self.accepted_digests, self.overwrite, self.progress_dir)
         return (
             {"shard": by_id, "stats": stats}
             | "JoinCommitted" >> beam.CoGroupByKey()
-            | "Plan"
-            >> beam.ParDo(PlanShardFn(self.config_digest, self.overwrite, self.progress_dir)).with_outputs(
-                COMMITTED, main="to_process"
-            )
+            | "Plan" >> beam.ParDo(planned).with_outputs(COMMITTED, main="to_process")
         )

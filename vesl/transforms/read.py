@@ -9,6 +9,7 @@ from apache_beam.metrics import Metrics
 
 from vesl import progress
 from vesl.config import ReadConfig
+from vesl.context import WorkerSettings
 from vesl.dedup import losers_by_index, reject_duplicates
 from vesl.io.readers import read_shard
 from vesl.records import Reject, SourceCheck, Stage
@@ -63,10 +64,10 @@ class ReadShards(beam.PTransform):
     """(InputShards (already discovered), (shard path, Duplicate) verdicts) -> records. The join by
     shard path also spreads the shards over workers."""
 
-    def __init__(self, config: ReadConfig, progress_dir: str | None = None):
+    def __init__(self, config: ReadConfig, workers: WorkerSettings = WorkerSettings()):
         super().__init__()
         self.config = config
-        self.progress_dir = progress_dir
+        self.progress_dir = workers.progress_dir
 
     def expand(self, inputs):
         shards, duplicates = inputs

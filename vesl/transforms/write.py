@@ -26,10 +26,10 @@ from apache_beam.options.value_provider import StaticValueProvider
 from vesl import progress
 from vesl.accounting import Tally
 from vesl.config import WriteConfig
+from vesl.context import RunContext
 from vesl.io.layout import OutputLayout, shard_output_id
 from vesl.io.lease import check_holder, release_if_held
 from vesl.io.sinks import OutputSink, enabled_sinks
-from vesl.schema import Provenance
 from vesl.transforms import METRICS_NAMESPACE
 
 
@@ -178,24 +178,15 @@ class WriteShardOutputs(beam.PTransform):
     committed shards and summary.json. ``previous``: the counts of shards committed by earlier runs that
     this run keeps; ``shard count``: a one-element PCollection, the input's shards (processed + kept)."""
 
-    def __init__(
-        self,
-        config: WriteConfig,
-        layout: OutputLayout,
-        provenance: Provenance,
-        config_json: str,
-        summary_header: dict[str, Any],
-        progress_dir: str | None = None,
-        release_lease: bool = False,
-    ):
+    def __init__(self, config: WriteConfig, run: RunContext, config_json: str, summary_header: dict[str, Any]):
         super().__init__()
-        self.release_lease = release_lease
         self.config = config
-        self.layout = layout
-        self.provenance = provenance
+        self.layout = run.layout
+        self.provenance = run.provenance
+        self.release_lease = run.release_lease
+        self.progress_dir = run.workers.progress_dir
         self.config_json = config_json
         self.summary_header = summary_header
-        self.progress_dir = progress_dir
 
     def expand(self, inputs):
         labeled, rejects, events, input_shards, previous, shard_count = inputs

@@ -1,0 +1,468 @@
+"""The launcher: from parsed options to a finished (or submitted) job and its summary.
+
+Before any work it checks what it can (options, the machine's detector needs, the input, the output
+folder, the checkpoint), takes the output folder's lease (``vesl.io.lease``), plans the resume
+(``vesl.resume``; the listing of the input is the driver's or the workers', ``--list_shards``), builds
+the pipeline (``vesl.pipeline.build_pipeline``), runs it and waits, showing progress on a terminal.
+Every usage error is a ``UsageError`` of one line (the command exits 2).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import sys
+import tempfile
+import uuid
+from collections import Counter
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+import fsspec
+from apache_beam.options.pipeline_options import (
+    DebugOptions,
+    DirectOptions,
+    PipelineOptions,
+    StandardOptions,
+    TestOptions,
+)
+
+from vesl import resume
+from vesl.card import write_dataset_card
+from vesl.config import VeslConfig
+from vesl.context import RunContext, WorkerSettings
+from vesl.io.inputs import InputError, discover_inputs, split_patterns
+from vesl.io.layout import OutputLayout, shard_output_id
+from vesl.io.lease import LeaseHeld, LeaseLost, OutputLease, read_lease
+from vesl.io.outputs import OutputFolder
+from vesl.io.readers import as_input_shard
+from vesl.models.backends import detector_backend
+from vesl.models.checkpoint import preflight
+from vesl.models.detector import BackendUnavailable
+from vesl.options import VeslOptions, check_arguments, config_from_options
+from vesl.pipeline import DriverListing, ListOnWorkers, build_pipeline, output_layout
+from vesl.progress import ProgressMonitor
+from vesl.records import InputShard
+from vesl.schema import Provenance
+from vesl.threads import cpu_threads_per_process, parse_cpu_threads
+from vesl.transforms.write import remove_run_temporary
+
+DEFAULT_LOCAL_RUNNER = "FnApiRunner"
+LOCAL_RUNNERS = ("fnapirunner", "directrunner", "bundlebaseddirectrunner", "switchingdirectrunner", "prismrunner")
+log = logging.getLogger("vesl")
+
+
+class UsageError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What the launcher works out from the options, before any work."""
+
+    options: PipelineOptions
+    config: VeslConfig
+    local: bool  # a local runner (or a test pipeline): the launcher's machine is the workers'
+    dry_run: bool  # Beam's --dry_run: build the job and hand it to the runner, which does not submit it
+    on_workers: bool  # the job's workers list the input (--list_shards)
+    cpu_threads: int | None
+
+    @property
+    def vesl(self) -> VeslOptions:
+        return self.options.view_as(VeslOptions)
+
+
+def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict[str, Any]:
+    """Parse options, build and run the pipeline, return summary.json's content.
+
+    With Beam's ``--dry_run`` (DataflowRunner), nothing is listed, checked or read: the pipeline is
+    built and handed to the runner, which returns the job without submitting it (``vesl.dataflow``
+    writes it out); the return value then holds the pipeline and the runner's result."""
+    launch = prepare(list(sys.argv[1:] if argv is None else argv), test_pipeline)
+    source, weights = list_input(launch)
+    provenance = make_provenance(launch.config, weights, launch.dry_run)
+    pipeline = test_pipeline or beam.Pipeline(options=launch.options)
+    if launch.dry_run:
+        return execute(launch, pipeline, source, provenance, None)
+    return run_under_lease(launch, pipeline, source, provenance)
+
+
+def prepare(argv: list[str], test_pipeline: beam.Pipeline | None) -> Launch:
+    """Options -> a Launch; every usage error found without touching the input or the output."""
+    try:
+        check_arguments(argv)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    options = PipelineOptions(argv)
+    if options.view_as(StandardOptions).runner is None and test_pipeline is None:
+        options.view_as(StandardOptions).runner = DEFAULT_LOCAL_RUNNER
+    vesl_options = options.view_as(VeslOptions)
+    if not vesl_options.input or not vesl_options.output:
+        raise UsageError("--input and --output are required")
+    try:
+        config = config_from_options(vesl_options)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    cpu_threads = resolve_cpu_threads(options)  # a bad --cpu_threads fails here, before any work
+    runner = str(options.view_as(StandardOptions).runner or "").lower()
+    local = runner in LOCAL_RUNNERS or test_pipeline is not None
+    if local:
+        try:  # what this machine lacks for the detector's settings (a GPU, a decoder): said before any work
+            detector_backend(config.detect.backend).check(config.detect)
+        except BackendUnavailable as exc:
+            raise UsageError(str(exc)) from None
+    on_workers = vesl_options.list_shards == "workers" or (vesl_options.list_shards == "auto" and not local)
+    dry_run = bool(options.view_as(TestOptions).dry_run)
+    return Launch(options, config, local, dry_run, on_workers, cpu_threads)
+
+
+def resolve_cpu_threads(options: PipelineOptions) -> int | None:
+    """``--cpu_threads``: the count given, or for ``auto`` the cores each of the runner's processes on a
+    machine may use (``vesl.threads``). Raises UsageError for a bad value."""
+    try:
+        given = parse_cpu_threads(options.view_as(VeslOptions).cpu_threads)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if given is not None:
+        return given
+    direct = options.view_as(DirectOptions)
+    return cpu_threads_per_process(
+        str(options.view_as(StandardOptions).runner or DEFAULT_LOCAL_RUNNER),
+        direct.direct_running_mode,
+        direct.direct_num_workers,
+        options.view_as(DebugOptions).experiments,
+    )
+
+
+# -- the input, the output and the checkpoint, before any work ------------------------------------
+def list_input(launch: Launch) -> tuple[list[InputShard] | None, str]:
+    """The input's shards (None: the job's workers list them) and the detector's weights description,
+    after checking the output folder and the checkpoints. A dry run checks nothing (it is offline)."""
+    vesl_options, config = launch.vesl, launch.config
+    if launch.dry_run:  # the patterns stand for their shards
+        if launch.on_workers:
+            return None, "not checked (dry run)"
+        shards = [as_input_shard(p) or InputShard(p, "unknown") for p in sorted(split_patterns(vesl_options.input))]
+        return shards, "not checked (dry run)"
+    if launch.on_workers:
+        patterns = split_patterns(vesl_options.input)
+        check_patterns_exist(patterns)
+        shards = None
+        described = f"{len(patterns)} pattern(s), listed by the job's workers"
+    else:
+        shards = expand_inputs(vesl_options.input, vesl_options.output)
+        described = describe_inputs(shards)
+    check_output(vesl_options.output)
+    print(f"vesl: input: {described}", file=sys.stderr)
+    return shards, detector_backend(config.detect.backend).weights(config.detect)
+
+
+def make_provenance(config: VeslConfig, weights: str, dry_run: bool) -> Provenance:
+    captioner = config.caption.describe()
+    if config.caption.enabled and not dry_run:
+        captioner += f"; {preflight(config.caption.checkpoint, model_type=None, what='captioning')}"
+    return Provenance.for_run(
+        config.preset, config.detect.checkpoint, config.detect.image_size, weights, config.digest(), captioner
+    )
+
+
+def expand_inputs(patterns: list[str], output: str | None = None) -> list[InputShard]:
+    """Patterns (globs, folders, files; local or remote) -> the shards VESL reads, each with its
+    format and img2dataset sidecars (``vesl.io.inputs``); the run's own output is never input."""
+    try:
+        discovery = discover_inputs(patterns, output)
+    except (InputError, FileNotFoundError) as exc:
+        raise UsageError(str(exc)) from None
+    for note in discovery.notes:
+        log.info("input: %s", note)
+    return discovery.shards
+
+
+def describe_inputs(shards: list[InputShard]) -> str:
+    """``3 shards: webdataset 3 (img2dataset: metadata + stats)``, for the one line said before work."""
+    formats = Counter(shard.format for shard in shards)
+    sidecars = sum(1 for shard in shards if shard.metadata or shard.stats)
+    text = f"{len(shards)} shard{'s' * (len(shards) != 1)}: " + ", ".join(
+        f"{f} {n}" for f, n in sorted(formats.items())
+    )
+    if sidecars:
+        text += f" ({sidecars} with img2dataset's metadata/stats, checked against what is read)"
+    return text
+
+
+def check_patterns_exist(patterns: list[str]) -> None:
+    """Before a worker-side listing: a pattern without a wildcard must name something (one call each;
+    globs are matched by the job)."""
+    for pattern in patterns:
+        fs, path = fsspec.core.url_to_fs(pattern)
+        if not any(c in path for c in "*?[") and not fs.exists(path):
+            raise UsageError(f"no input matches {pattern!r}")
+
+
+def check_output(output: str) -> None:
+    """``--output`` must be a folder VESL can write: checked by writing (and removing) a probe file,
+    before any work, so a run never fails on its output after the expensive stages."""
+    try:
+        fs, root = fsspec.core.url_to_fs(output)
+        if fs.exists(root) and not fs.isdir(root):
+            raise UsageError(f"--output {output!r} is a file, not a folder")
+        probe = f"{root.rstrip('/')}/.vesl-write-probe-{uuid.uuid4().hex[:12]}"
+        fs.makedirs(root, exist_ok=True)
+        fs.pipe_file(probe, b"")
+        fs.rm_file(probe)
+    except UsageError:
+        raise
+    except Exception as exc:
+        raise UsageError(f"--output {output!r} is not writable ({type(exc).__name__}: {exc})") from None
+
+
+_WORKER_USAGE = re.compile(r"\b(?:InputError|ConfigConflict): (.+)")
+_RUNNER_CONTEXT = re.compile(r" \[while running '[^']*'\]$")
+
+
+def worker_usage_error(exc: BaseException) -> str | None:
+    """The message of a usage error raised in the job (an input pattern that gives nothing, a committed shard
+    of another configuration): the exception itself on a local runner, its text in the runner's error on a
+    remote one; None for any other failure."""
+    if isinstance(exc, (InputError, resume.ConfigConflict)):
+        return _RUNNER_CONTEXT.sub("", str(exc).strip())
+    match = _WORKER_USAGE.search(str(exc))
+    return _RUNNER_CONTEXT.sub("", match[1].strip()) if match else None
+
+
+# -- the resume plan, under the lease -------------------------------------------------------------
+def accepted_digests(config: VeslConfig) -> tuple[str, ...]:
+    """This configuration's digest, then what earlier VESL versions called it (folders they wrote resume)."""
+    return (config.digest(), *sorted(config.earlier_digests()))
+
+
+def committed_ids(layout: OutputLayout) -> set[str]:
+    """Shard ids with a stats file in the folder: committed by any run, whatever its input."""
+    fs, root = fsspec.core.url_to_fs(layout.root)
+    stats_dir = f"{root.rstrip('/')}/stats"
+    suffix = layout.suffix("stats")
+    listed = fs.ls(stats_dir, detail=False) if fs.isdir(stats_dir) else []
+    return {p.rsplit("/", 1)[-1][: -len(suffix)] for p in listed if p.endswith(suffix)}
+
+
+def folder_digests(layout: OutputLayout, shard_ids: set[str]) -> dict[str, str]:
+    """Config digest -> one committed shard made with it. From ``_config.json`` when the folder has
+    one; a folder written before VESL kept it is judged by every stats file (read once)."""
+    if not shard_ids:
+        return {}
+    try:
+        with fsspec.open(layout.folder_config_path, "r") as f:
+            return {json.load(f)["config_digest"]: layout.folder_config_path}
+    except FileNotFoundError:
+        pass
+    fs, _ = fsspec.core.url_to_fs(layout.root)
+    paths = [fsspec.core.url_to_fs(layout.path("stats", shard_id))[1] for shard_id in sorted(shard_ids)]
+    digests: dict[str, str] = {}
+    for path, blob in fs.cat(paths).items():
+        digests.setdefault(json.loads(blob).get("provenance", {}).get("config_digest"), path)
+    return digests
+
+
+def plan_on_driver(
+    shards: list[InputShard], layout: OutputLayout, config: VeslConfig, overwrite: bool
+) -> DriverListing:
+    """Decide what to do (``vesl.resume``), apply it to the folder, and return the shards to process with
+    the counts of the committed shards kept. One folder holds shards of one configuration: a run with
+    another one is refused (with ``--overwrite`` only when every committed shard of the folder is one this
+    run redoes); ``--overwrite`` uncommits this input's shards first, so a run that dies midway leaves no
+    shard of the old configuration behind a new ``_config.json``."""
+    existing, mine = committed_ids(layout), accepted_digests(config)
+    ids = {shard_output_id(shard.path): shard for shard in shards}
+    decision = resume.plan(ids, existing, overwrite)
+    others = resume.foreign(folder_digests(layout, existing), mine)
+    if others and (not overwrite or decision.outside):
+        digest, where = next(iter(others.items()))
+        remedy = (
+            f"{len(decision.outside)} of them are not in this run's input, so --overwrite cannot redo them; "
+            "write elsewhere"
+            if overwrite
+            else resume.REDO
+        )
+        raise resume.another_configuration(layout.root, digest, mine[0], where, remedy, len(existing))
+    uncommit(layout, decision, ids)
+    committed = committed_counts(layout, decision.keep.values(), mine)
+    record_folder_config(layout, config)
+    return DriverListing(tuple(ids[i] for i in decision.process), tuple(sorted(committed.items())))
+
+
+def uncommit(layout: OutputLayout, decision: resume.ResumePlan, ids: dict[str, InputShard]) -> None:
+    """``--overwrite``: a shard redone under its own id loses its stats file (its files are rewritten);
+    one committed under VESL 0.1's name loses its files too (the rerun writes them under the new name)."""
+    fs, _ = fsspec.core.url_to_fs(layout.root)
+    same = [fsspec.core.url_to_fs(layout.path("stats", i))[1] for i in decision.uncommit if i in ids]
+    if same:
+        fs.rm(same)
+    for renamed in (i for i in decision.uncommit if i not in ids):
+        OutputFolder(layout.root).uncommit(renamed)
+
+
+def committed_counts(layout: OutputLayout, shard_ids, mine: tuple[str, ...]) -> dict[str, dict]:
+    """The counts of the committed shards this run keeps, each checked to be of this configuration."""
+    ids = sorted(shard_ids)
+    if not ids:
+        return {}
+    fs, _ = fsspec.core.url_to_fs(layout.root)
+    counts = {}
+    for path, blob in fs.cat([fsspec.core.url_to_fs(layout.path("stats", i))[1] for i in ids]).items():
+        stats = json.loads(blob)
+        digest = stats.get("provenance", {}).get("config_digest")
+        if digest not in mine:
+            raise resume.another_configuration(layout.root, digest, mine[0], path, resume.REDO)
+        counts[stats["shard_id"]] = stats["counts"]
+    return counts
+
+
+def record_folder_config(layout: OutputLayout, config: VeslConfig) -> None:
+    """``_config.json`` (the folder's configuration, checked by the next run without reading any stats file)
+    and the dataset card."""
+    with fsspec.open(layout.folder_config_path, "w") as f:
+        json.dump({"config_digest": config.digest(), "config": config.to_dict()}, f, indent=2, sort_keys=True)
+    write_dataset_card(layout, config)
+
+
+def plan_on_workers(patterns: list[str], layout: OutputLayout, config: VeslConfig, overwrite: bool) -> ListOnWorkers:
+    """The launcher's part of a worker-side listing: the folder must hold this configuration's shards
+    only (``_config.json``, one small read; the stats folder is listed only when it names another
+    configuration, or for a folder written before VESL kept it). Which shards are committed is decided
+    in the job (``vesl.transforms.listing.PlanShards``)."""
+    mine = accepted_digests(config)
+    try:
+        with fsspec.open(layout.folder_config_path, "r") as f:
+            recorded = json.load(f)["config_digest"]
+    except FileNotFoundError:
+        recorded = None
+    if recorded not in mine:
+        existing = committed_ids(layout)
+        others = resume.foreign(folder_digests(layout, existing), mine)
+        if others:
+            digest, where = next(iter(others.items()))
+            raise resume.another_configuration(
+                layout.root, digest, mine[0], where, resume.REDO_ON_WORKERS, len(existing)
+            )
+    record_folder_config(layout, config)
+    return ListOnWorkers(tuple(patterns), overwrite, mine)
+
+
+# -- running ------------------------------------------------------------------------------------
+def run_under_lease(launch: Launch, pipeline: beam.Pipeline, source, provenance: Provenance) -> dict[str, Any]:
+    """Take the output folder's lease, run, give it back (a submitted job keeps it until its last step)."""
+    output = launch.vesl.output
+    lease = OutputLease(output)
+    try:
+        lease.acquire(launch.config.digest(), take_over=launch.vesl.take_over_lease)
+    except LeaseHeld as exc:
+        raise UsageError(str(exc)) from None
+    submitted = False
+    try:
+        clear_temporary(output_layout(launch.config, output))  # the folder is ours: leftovers are dead runs'
+        with lease.heartbeat():
+            summary = execute_reporting(launch, pipeline, source, provenance, lease)
+        submitted = bool(summary.get("submitted"))
+    finally:
+        if submitted:  # the job holds the lease now; its last step gives it back
+            if not lease.mark_submitted(summary.get("job_id")) and read_lease(output) is None:
+                lease.lost = None  # the job has finished already (a local runner) and released it
+        else:
+            lease.release()
+    if lease.lost:
+        raise LeaseLost(f"{output!r}: {lease.lost} while this run was working; check its shards")
+    return summary
+
+
+def execute_reporting(launch: Launch, pipeline, source, provenance, lease: OutputLease) -> dict[str, Any]:
+    """``execute``, with the job's own usage errors and a lost lease said in one line."""
+    try:
+        return execute(launch, pipeline, source, provenance, lease)
+    except resume.ConfigConflict as exc:
+        raise UsageError(str(exc)) from None
+    except Exception as exc:
+        if LeaseLost.__name__ in str(exc):  # a worker's commit fence stopped the run
+            lease.lost = lease.lost or "the lease was taken over by another run"
+            raise LeaseLost(f"{launch.vesl.output!r}: {lease.lost}; this run stopped committing") from None
+        if usage := worker_usage_error(exc):  # the workers' listing or plan refused the input
+            raise UsageError(usage) from None
+        raise
+
+
+def clear_temporary(layout: OutputLayout) -> None:
+    fs, _ = fsspec.core.url_to_fs(layout.root)
+    if fs.exists(layout.temp_parent):
+        fs.rm(layout.temp_parent, recursive=True)
+
+
+def execute(launch: Launch, pipeline, shards: list[InputShard] | None, provenance, lease) -> dict[str, Any]:
+    """Plan (under ``lease``), build, run and wait; None for ``lease`` means a dry run, None for ``shards``
+    a listing by the workers."""
+    vesl_options, config = launch.vesl, launch.config
+    run_id = lease.held.run_id if lease is not None and lease.held else ""
+    layout = output_layout(config, vesl_options.output, run_id)
+    source = plan_source(launch, layout, shards)
+    show_progress = launch.local and not launch.dry_run and vesl_options.wait and wants_progress(vesl_options.progress)
+    progress_dir = tempfile.mkdtemp(prefix="vesl-progress-") if show_progress else None
+    run = RunContext(
+        layout,
+        provenance,
+        WorkerSettings(launch.cpu_threads, progress_dir),
+        detect_accelerator=vesl_options.detect_accelerator,
+        release_lease=not vesl_options.wait,
+    )
+    build_pipeline(pipeline, config, source, run)
+    shards_total = len(source.shards) if isinstance(source, DriverListing) else None  # None: the workers count
+    monitor = ProgressMonitor(progress_dir, shards_total) if progress_dir else nullcontext()
+    try:
+        with monitor:
+            result = pipeline.run()
+            if launch.dry_run:
+                return {
+                    "dry_run": True,
+                    "pipeline": pipeline,
+                    "result": result,
+                    "options": launch.options,
+                    "config": config,
+                }
+            if not vesl_options.wait:
+                job_id = result.job_id() if hasattr(result, "job_id") else None
+                return {"submitted": True, "job_id": job_id, "output": vesl_options.output}
+            result.wait_until_finish()
+    finally:
+        if progress_dir:
+            shutil.rmtree(progress_dir, ignore_errors=True)
+        if not launch.dry_run and vesl_options.wait:
+            remove_run_temporary(layout)
+    with fsspec.open(layout.summary_path, "r") as f:
+        return json.load(f)
+
+
+def plan_source(launch: Launch, layout: OutputLayout, shards: list[InputShard] | None):
+    """The pipeline's input: the shards to process (with the committed ones kept), or ListOnWorkers."""
+    overwrite = launch.vesl.overwrite
+    if shards is None:
+        patterns = split_patterns(launch.vesl.input)
+        if launch.dry_run:
+            return ListOnWorkers(tuple(patterns), overwrite, accepted_digests(launch.config))
+        return plan_on_workers(patterns, layout, launch.config, overwrite)
+    if launch.dry_run:
+        return DriverListing(tuple(shards))
+    listing = plan_on_driver(shards, layout, launch.config, overwrite)
+    if listing.committed:
+        log.warning(
+            "resuming: %d of %d shards already committed in %s are kept (--overwrite redoes them)",
+            len(listing.committed),
+            len(shards),
+            launch.vesl.output,
+        )
+    return listing
+
+
+def wants_progress(setting: str) -> bool:
+    """``auto``: when stderr is a terminal."""
+    return sys.stderr.isatty() if setting == "auto" else setting == "true"
