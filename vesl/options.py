@@ -239,6 +239,8 @@ def check_arguments(argv: list[str]) -> None:
         _, unknown = parser.parse_known_args(argv)
     except argparse.ArgumentError as exc:
         raise ValueError(str(exc)) from None
+    except Exception as exc:  # an option's own action refused its value (e.g. JSON it cannot read)
+        raise ValueError(f"a value is not what its option takes ({type(exc).__name__}: {exc})") from None
     if not unknown:
         return
     first = next((arg for arg in unknown if arg.startswith("-")), unknown[0])
