@@ -26,12 +26,12 @@ help:
 	@echo "make fixtures  regenerate tests/fixtures/img2dataset with the real img2dataset + HF datasets (needs PyPI)"
 	@echo "make lint | format | lock | clean"
 
-$(STAMP): pyproject.toml requirements/lock.txt requirements/dev.txt requirements/spacy-model.txt
+$(STAMP): pyproject.toml requirements.txt requirements/lock.txt requirements/dev.txt requirements/spacy-model.txt
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip
 	$(PYTHON) -m pip install -q $(TORCH_SPEC)
-	$(PYTHON) -m pip install -q -r requirements/lock.txt -r requirements/dev.txt
 	$(PYTHON) -m pip install -q --no-deps --require-hashes -r requirements/spacy-model.txt
+	$(PYTHON) -m pip install -q -r requirements.txt -r requirements/dev.txt
 	$(PYTHON) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 

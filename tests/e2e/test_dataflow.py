@@ -106,6 +106,7 @@ def test_flex_template_metadata_lists_every_option_and_is_current():
     assert on_disk == flex_template_metadata(), "regenerate: python -m vesl.dataflow metadata > dataflow/..."
     names = {p["name"] for p in on_disk["parameters"]}
     assert {flag for flag, *_ in _FIELDS} | {"input", "output", "preset", "overwrite"} <= names
+    assert {"detector_backend", "compile", "image_decoder", "write_webdataset"} <= names
 
 
 def test_worker_image_bakes_everything_in():

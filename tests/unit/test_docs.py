@@ -29,3 +29,16 @@ def test_every_output_column_and_key_is_in_the_readme():
     keys = [v for k, v in vars(TFKeys).items() if k.isupper() and not k.endswith("PREFIX")]
     undocumented = [k for k in keys if k not in README and k.rsplit("/", 1)[-1] not in README]
     assert undocumented == []
+
+
+def test_requirements_txt_is_the_locked_runtime_set_make_installs():
+    """``pip install -r requirements.txt`` gives what ``make`` installs: the torch release the Makefile pins
+    and the lock file (a fresh venv's ``pip freeze`` from it equalled the lock, 2026-12-05)."""
+    root = Path(__file__).resolve().parents[2]
+    lines = [line for line in (root / "requirements.txt").read_text().splitlines() if line and line[0] != "#"]
+    makefile = (root / "Makefile").read_text()
+    torch_spec = next(line for line in makefile.splitlines() if line.startswith("TORCH_SPEC ?="))
+    assert lines == [torch_spec.split("?=")[1].strip(), "-r requirements/lock.txt"]
+    assert "-r requirements.txt" in makefile
+    lock = (root / "requirements" / "lock.txt").read_text()
+    assert all("==" in line for line in lock.splitlines() if line and line[0] != "#")  # exact versions only
