@@ -33,6 +33,10 @@ def test_an_inputs_id_and_its_v01_id_have_one_canonical_form(ending):
     assert canonical_id(v01_shard_id(path)) == canonical_id(shard_output_id(path)) == shard_output_id(path)
 
 
+def test_an_id_without_a_hash_is_its_own_canonical_form():
+    assert canonical_id("nodash") == "nodash"
+
+
 def test_match_prefers_the_inputs_own_id():
     new, old = "00000-1a2b3c4d", "00000.tfrecord-1a2b3c4d"
     assert match([new], [old]) == {new: old}
@@ -73,3 +77,5 @@ def test_one_another_configuration_error():
         "see gs://b/out/_config.json); write elsewhere"
     )
     assert foreign({"d0": "x", "d1": "y", "e1": "z"}, ("d1", "e1")) == {"d0": "x"}
+    unknown_count = another_configuration("o", "d0", "d1", "o/stats/s-1.json", "write elsewhere")
+    assert str(unknown_count).startswith("'o' holds shards made with another configuration")
