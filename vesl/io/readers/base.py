@@ -55,7 +55,6 @@ class InputFormat:
     img2dataset: str | None = None
     folder: bool = False
     searched: tuple[str, ...] | None = None
-    summary: str = ""  # one line for the docs and the readers' table
 
     def ending_of(self, name: str) -> str | None:
         """The longest of this format's endings that ``name`` ends with (case-insensitive), or None."""

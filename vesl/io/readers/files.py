@@ -63,5 +63,4 @@ FORMAT = InputFormat(
     read_files,
     img2dataset=r"^(\d+)$",
     folder=True,
-    summary="a folder of ``KEY.jpg`` + ``KEY.txt`` + ``KEY.json`` (img2dataset's default)",
 )

@@ -94,5 +94,4 @@ FORMAT = InputFormat(
     read_manifest,
     endings=(".jsonl", ".json"),
     searched=(".jsonl",),
-    summary="JSON lines naming image files",
 )

@@ -147,5 +147,4 @@ FORMAT = InputFormat(
     read_parquet,
     endings=(".parquet",),
     img2dataset=r"^(\d+)\.parquet$",  # also beside every other img2dataset shard, as its metadata
-    summary="img2dataset parquet, Hugging Face ``datasets`` Parquet, any image-bytes table",
 )

@@ -91,5 +91,4 @@ FORMAT = InputFormat(
     read_tfrecord,
     endings=(".tfrecord", ".tfrecord.gz", ".tfrecords"),
     img2dataset=r"^(\d+)\.tfrecord$",
-    summary="``tf.train.Example`` records (img2dataset's tfrecord output)",
 )

@@ -122,5 +122,4 @@ FORMAT = InputFormat(
     endings=(".tar", ".tar.gz", ".tgz"),
     read_keys=read_webdataset_keys,
     img2dataset=r"^(\d+)\.tar$",
-    summary="``.tar``/``.tar.gz``: ``KEY.jpg`` + ``KEY.txt`` + ``KEY.json`` members",
 )
