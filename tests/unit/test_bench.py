@@ -66,6 +66,24 @@ def test_detect_bench_runs_on_cpu_with_the_tiny_architecture(capsys):
     assert len(capsys.readouterr().out.splitlines()) == 3
 
 
+def test_detect_bench_measures_both_backends_side_by_side(capsys):
+    """--backends torch,jax: the same random weights through both; the jax lines add its load and per-bucket
+    compile times; every line has its backend's own peak memory."""
+    import pytest
+
+    pytest.importorskip("jax", reason="JAX is not installed (make test installs requirements/jax.txt)")
+    from bench import detect
+
+    args = "--arch tiny --image-size 64 --batch 2 --images 4 --workers 1 --dtype float32 --device cpu"
+    results = detect.main([*args.split(), "--equality-images", "4", "--backends", "torch,jax", "--jax-device", "cpu"])
+    by = {(r["backend"], r["mode"]): r for r in results}
+    assert set(by) == {(b, m) for b in ("torch", "jax") for m in ("e2e", "model", "equality")} | {("jax", "load")}
+    assert set(by["jax", "load"]["compile_s"]) >= {"image-1", "image-2", "head-2-20", "text-8"}
+    assert by["jax", "equality"]["passed"] is True and by["jax", "equality"]["reference_boxes"] > 0
+    assert by["jax", "e2e"]["regions_per_image"] == by["torch", "e2e"]["regions_per_image"]
+    assert all(r["peak_rss_mb"] > 0 for r in results)
+
+
 def test_detect_bench_decodes_on_the_device_when_asked(capsys):
     """--image-decoder nvimgcodec (CPU backend here): e2e and the equality check run through the
     device decoder; the equality reference still decodes with Pillow."""

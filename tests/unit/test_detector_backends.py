@@ -74,7 +74,7 @@ def test_each_backend_has_its_own_settings_apart_from_the_shared_ones():
     shared = {"checkpoint", "image_size", "dtype", "batch_size", "query_buckets", "pad_value", "position_embedding"}
     assert shared <= set(vars(config))
     assert not {"compile", "attn_implementation", "image_decoder"} & set(vars(config))
-    with pytest.raises(ValueError, match="unknown detector backend 'nope'; known: torch"):
+    with pytest.raises(ValueError, match="unknown detector backend 'nope'; known: jax, torch"):
         DetectConfig(backend="nope")
     with pytest.raises(ValueError, match=r"detect\.options\.compile_mode"):
         build_config("cloc", {"detect": {"options": {"compile_mode": "fastest"}}})

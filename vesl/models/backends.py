@@ -6,9 +6,10 @@ that may not have it."""
 from __future__ import annotations
 
 from vesl.models.detector import DetectorBackend
+from vesl.models.jax_backend import JaxBackend
 from vesl.models.torch_backend import TorchBackend
 
-BACKENDS: dict[str, DetectorBackend] = {backend.name: backend for backend in (TorchBackend(),)}
+BACKENDS: dict[str, DetectorBackend] = {backend.name: backend for backend in (TorchBackend(), JaxBackend())}
 
 
 def detector_backend(name: str) -> DetectorBackend:
