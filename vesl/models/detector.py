@@ -43,6 +43,15 @@ class Detector(Protocol):
     def detect(self, batch: Sequence[DetectorInput], min_score: float) -> list[Any]: ...
 
 
+def batch_parts(batch: Sequence[DetectorInput]) -> tuple[list, list[tuple[int, int]], list[list[str]]]:
+    """A batch as OWLv2 cores take it: (images, content sizes, each image's phrase texts)."""
+    return (
+        [item.image for item in batch],
+        [(item.content_width, item.content_height) for item in batch],
+        [[p.text for p in item.record.phrases] for item in batch],
+    )
+
+
 @dataclass(frozen=True)
 class NoOptions:
     """The settings of a backend that has none of its own."""

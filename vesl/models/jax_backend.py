@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vesl.config import parse_bool
-from vesl.models.detector import BackendFlag, BackendUnavailable, DetectorBackend
+from vesl.models.detector import BackendFlag, BackendUnavailable, DetectorBackend, batch_parts
 
 PLATFORMS = {"auto": None, "cpu": "cpu", "tpu": "tpu", "gpu": "gpu", "cuda": "gpu"}
 PRECISIONS = ("default", "high", "highest")
@@ -149,12 +149,7 @@ class JaxDetector:
         self.config = config
 
     def detect(self, batch, min_score: float) -> list:
-        return self.detector.detect(
-            [item.image for item in batch],
-            [(item.content_width, item.content_height) for item in batch],
-            [[p.text for p in item.record.phrases] for item in batch],
-            min_score=min_score,
-        )
+        return self.detector.detect(*batch_parts(batch), min_score=min_score)
 
 
 class JaxBackend(DetectorBackend):

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from vesl.config import parse_bool
-from vesl.models.detector import BackendFlag, BackendUnavailable, DetectorBackend
+from vesl.models.detector import BackendFlag, BackendUnavailable, DetectorBackend, batch_parts
 from vesl.records import DetectorInput
 
 ATTENTION = ("sdpa", "eager", "flash_attention_2")
@@ -55,9 +55,7 @@ class TorchDetector:
 
         apply_cpu_threads(self.cpu_threads)
         return self.detector.detect(
-            [item.image for item in batch],
-            [(item.content_width, item.content_height) for item in batch],
-            [[p.text for p in item.record.phrases] for item in batch],
+            *batch_parts(batch),
             min_score=min_score,
             max_candidates=self.config.max_candidates,
             query_buckets=self.config.query_buckets,
