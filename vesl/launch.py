@@ -35,7 +35,7 @@ from vesl import resume
 from vesl.card import write_dataset_card
 from vesl.config import VeslConfig
 from vesl.context import RunContext, WorkerSettings
-from vesl.io.inputs import InputError, discover_inputs, split_patterns
+from vesl.io.inputs import InputError, discover_inputs, input_exists, split_patterns
 from vesl.io.layout import OutputLayout, shard_output_id
 from vesl.io.lease import LeaseHeld, LeaseLost, OutputLease, read_lease
 from vesl.io.outputs import OutputFolder
@@ -288,15 +288,42 @@ def plan_on_driver(
             else resume.REDO
         )
         raise resume.another_configuration(layout.root, digest, mine[0], where, remedy, len(existing))
+    kept = read_committed(layout, decision.keep.values(), mine)
+    changed = [i for i, c in decision.keep.items() if resume.changed(kept[c].get("input_identity"), ids[i].identity)]
+    if changed:
+        say_shards("redone: the input changed since commit", [ids[i].path for i in changed])
+        decision = resume.redo(decision, changed)
+    gone = inputs_gone(read_committed(layout, decision.outside, mine))
+    if gone:
+        say_shards(
+            "kept though the input is gone (summary.json: input_shards_gone)", [s["input"] for s in gone.values()]
+        )
     uncommit(layout, decision, ids)
-    committed = committed_counts(layout, decision.keep.values(), mine)
     record_folder_config(layout, config)
-    return DriverListing(tuple(ids[i] for i in decision.process), tuple(sorted(committed.items())))
+    committed = [(c, kept[c]["counts"], False) for c in decision.keep.values()]
+    committed += [(c, stats["counts"], True) for c, stats in gone.items()]
+    return DriverListing(tuple(ids[i] for i in decision.process), tuple(sorted(committed)))
+
+
+def say_shards(what: str, paths: list[str]) -> None:
+    """One line about some committed shards, naming the first few."""
+    more = f" and {len(paths) - 3} more" if len(paths) > 3 else ""
+    one = len(paths) == 1
+    log.warning(
+        "%d committed shard%s %s %s: %s%s",
+        len(paths),
+        "" if one else "s",
+        "is" if one else "are",
+        what,
+        ", ".join(paths[:3]),
+        more,
+    )
 
 
 def uncommit(layout: OutputLayout, decision: resume.ResumePlan, ids: dict[str, InputShard]) -> None:
-    """``--overwrite``: a shard redone under its own id loses its stats file (its files are rewritten);
-    one committed under VESL 0.1's name loses its files too (the rerun writes them under the new name)."""
+    """``--overwrite``, or an input that changed: a shard redone under its own id loses its stats file (its
+    files are rewritten); one committed under VESL 0.1's name loses its files too (the rerun writes them
+    under the new name)."""
     fs, _ = fsspec.core.url_to_fs(layout.root)
     same = [fsspec.core.url_to_fs(layout.path("stats", i))[1] for i in decision.uncommit if i in ids]
     if same:
@@ -305,20 +332,26 @@ def uncommit(layout: OutputLayout, decision: resume.ResumePlan, ids: dict[str, I
         OutputFolder(layout.root).uncommit(renamed)
 
 
-def committed_counts(layout: OutputLayout, shard_ids, mine: tuple[str, ...]) -> dict[str, dict]:
-    """The counts of the committed shards this run keeps, each checked to be of this configuration."""
+def read_committed(layout: OutputLayout, shard_ids, mine: tuple[str, ...]) -> dict[str, dict]:
+    """The stats of committed shards (by shard id), each checked to be of this configuration."""
     ids = sorted(shard_ids)
     if not ids:
         return {}
     fs, _ = fsspec.core.url_to_fs(layout.root)
-    counts = {}
+    committed = {}
     for path, blob in fs.cat([fsspec.core.url_to_fs(layout.path("stats", i))[1] for i in ids]).items():
         stats = json.loads(blob)
         digest = stats.get("provenance", {}).get("config_digest")
         if digest not in mine:
             raise resume.another_configuration(layout.root, digest, mine[0], path, resume.REDO)
-        counts[stats["shard_id"]] = stats["counts"]
-    return counts
+        committed[stats["shard_id"]] = stats
+    return committed
+
+
+def inputs_gone(committed: dict[str, dict]) -> dict[str, dict]:
+    """The committed shards (of no input of this run) whose input no longer exists; those whose input is
+    still there belong to another input set written into the same folder, and are left alone."""
+    return {shard_id: stats for shard_id, stats in committed.items() if not input_exists(stats.get("input"))}
 
 
 def record_folder_config(layout: OutputLayout, config: VeslConfig) -> None:
@@ -453,10 +486,11 @@ def plan_source(launch: Launch, layout: OutputLayout, shards: list[InputShard] |
     if launch.dry_run:
         return DriverListing(tuple(shards))
     listing = plan_on_driver(shards, layout, launch.config, overwrite)
-    if listing.committed:
+    kept = sum(not gone for _, _, gone in listing.committed)
+    if kept:
         log.warning(
             "resuming: %d of %d shards already committed in %s are kept (--overwrite redoes them)",
-            len(listing.committed),
+            kept,
             len(shards),
             launch.vesl.output,
         )

@@ -40,11 +40,12 @@ def output_layout(config: VeslConfig, output: str, run_id: str = "") -> OutputLa
 @dataclass(frozen=True)
 class DriverListing:
     """The input as the launcher listed and planned it: the shards this run processes, and (shard id,
-    counts) of the shards of the same input committed by earlier runs (kept as they are, counted in the
-    summary, their keys in the duplicate-key pass)."""
+    counts, input gone) of the shards of the same input committed by earlier runs (kept as they are,
+    counted in the summary, their keys in the duplicate-key pass; ``input gone``: kept though their input
+    no longer exists)."""
 
     shards: tuple[InputShard, ...]
-    committed: tuple[tuple[str, dict], ...] = ()
+    committed: tuple[tuple[str, dict, bool], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def summary_header(config: VeslConfig, provenance: Provenance, layout: OutputLay
 
 
 def list_and_plan(p: beam.Pipeline, config: VeslConfig, source: DriverListing | ListOnWorkers, run: RunContext):
-    """(the shards this run processes, (shard id, counts) of the committed shards it keeps)."""
+    """(the shards this run processes, (shard id, counts, input gone) of the committed shards it keeps)."""
     if isinstance(source, ListOnWorkers):
         listed = p | "ListShards" >> ListShards(list(source.patterns), run.layout.root)
         digests = source.accepted_digests or (config.digest(),)
@@ -102,7 +103,7 @@ def build_pipeline(
         | "AllInputShards" >> beam.Flatten()
         | "CountInputShards" >> beam.CombineGlobally(sum)
     )
-    kept_ids = kept | "KeptIds" >> beam.Keys()
+    kept_ids = kept | "KeptIds" >> beam.Map(lambda shard: shard[0])
     duplicates = (inputs, kept_ids) | "FindDuplicateKeys" >> FindDuplicateKeys(config.read, run.layout)
     read = (inputs, duplicates) | "ReadShards" >> ReadShards(config.read, run.workers)
     stages = [read]
@@ -122,7 +123,12 @@ def build_pipeline(
     rejects = [stage[REJECTS] for stage in stages] | "AllRejects" >> beam.Flatten()
     events = accounting_events(inputs, read, labeled[RECORDS], rejects, run.workers.progress_dir)
     header = summary_header(config, run.provenance, run.layout)
-    previous = kept | "KeptCounts" >> beam.Values()
+    previous = kept | "KeptCounts" >> beam.Map(lambda shard: shard[1])
+    gone = (
+        kept
+        | "KeptWithoutInput" >> beam.Filter(lambda shard: shard[2])
+        | "CountWithoutInput" >> beam.combiners.Count.Globally()
+    )
     summary = (
         labeled[RECORDS],
         rejects,
@@ -130,6 +136,7 @@ def build_pipeline(
         inputs,
         previous,
         shard_count,
+        gone,
     ) | "WriteShardOutputs" >> WriteShardOutputs(config.write, run, config.to_json(), header)
     return {"labeled": labeled[RECORDS], "rejects": rejects, "events": events, "summary": summary}
 

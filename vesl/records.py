@@ -81,6 +81,11 @@ class InputShard:
     format: str  # the name of a registered input format (``vesl.io.readers.FORMATS``)
     metadata: str | None = None
     stats: str | None = None
+    # What the files were when listed (``vesl.io.inputs.input_identity``: size and a content checksum or
+    # modification time, of the data and its sidecars): a committed shard whose input's identity changed
+    # since is redone on resume. None: not known (a bare path). Not part of a shard's equality: it is the
+    # same shard (the same path) whatever its files hold now.
+    identity: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,9 @@ Rules (README, "Output"):
   any other is a ``ConfigConflict``, the one "another configuration" error.
 - ``--overwrite`` uncommits this input's committed shards (a shard under its 0.1 name is removed, since
   the rerun writes it under its new name) and processes every input shard.
+- A committed shard whose input changed since (its recorded identity differs from the listing's: a
+  rewritten file) is uncommitted and redone. A committed shard whose input is gone is kept (its rows
+  stay in the output) and counted as such in the summary.
 """
 
 from __future__ import annotations
@@ -77,6 +80,23 @@ def plan(input_ids: Iterable[str], committed_ids: Iterable[str], overwrite: bool
     if overwrite:
         return ResumePlan(tuple(inputs), {}, tuple(sorted(matched.values())), outside)
     return ResumePlan(tuple(i for i in inputs if i not in matched), matched, (), outside)
+
+
+def changed(recorded: str | None, current: str | None) -> bool:
+    """Whether a committed shard's input is not what it was when the shard was committed (its identity:
+    ``vesl.io.inputs.input_identity``). Unknown on either side (a folder written before VESL recorded
+    identities, an input given as a bare path) counts as unchanged: such a shard resumes as before."""
+    return recorded is not None and current is not None and recorded != current
+
+
+def redo(decision: ResumePlan, input_ids: Iterable[str]) -> ResumePlan:
+    """``decision`` with these kept inputs processed again instead, their commits undone first."""
+    again = set(input_ids) & set(decision.keep)
+    if not again:
+        return decision
+    keep = {i: c for i, c in decision.keep.items() if i not in again}
+    uncommit = tuple(sorted({*decision.uncommit, *(decision.keep[i] for i in again)}))
+    return ResumePlan(tuple(sorted({*decision.process, *again})), keep, uncommit, decision.outside)
 
 
 def foreign(digests: dict[str | None, str], accepted_digests: Iterable[str]) -> dict[str | None, str]:

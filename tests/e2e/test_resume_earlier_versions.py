@@ -44,6 +44,7 @@ def as_written_by_v01(out: Path, checkpoint: str) -> list[str]:
             path.rename(moved)
             files[fmt] = str(moved)
         stats.update(shard_id=old_id, files=files)
+        stats.pop("input_identity", None)  # 0.1 did not record its inputs: such shards resume unchecked
         stats["provenance"]["config_digest"] = old_digest
         (out / "stats" / f"{old_id}.json").write_text(json.dumps(stats, indent=2))
         stats_path.unlink()

@@ -168,13 +168,16 @@ def test_plan_keeps_this_inputs_committed_shards_and_processes_the_rest(tree, tm
     shards = discover_inputs([str(tree / "by-day")]).shards
     layout = OutputLayout(str(tmp_path / "out"))
     done = {write_stats(layout, shards[i].path, "d1", i) for i in (0, 7, 8)}
+    touch(tree / "elsewhere.tar", "")
     write_stats(layout, str(tree / "elsewhere.tar"), "d1", 99)  # committed from another input: not counted
+    gone = write_stats(layout, str(tree / "deleted.tar"), "d1", 5)  # its input is gone: kept, counted as such
     touch(Path(layout.path("stats", "half-written")).with_suffix(".json.tmp-123"), "{")  # a commit in flight
     to_process, committed = plan(layout, shards, "d1")
     assert to_process == [s for i, s in enumerate(shards) if i not in (0, 7, 8)]
-    assert committed == sorted((shard_output_id(shards[i].path), {"w": i}) for i in (0, 7, 8))
-    assert {shard_id for shard_id, _ in committed} == done
-    assert plan(layout, shards, "d1", overwrite=True) == (shards, [])
+    expected = [(shard_output_id(shards[i].path), {"w": i}, False) for i in (0, 7, 8)] + [(gone, {"w": 5}, True)]
+    assert committed == sorted(expected)
+    assert {shard_id for shard_id, _, was_gone in committed if not was_gone} == done
+    assert plan(layout, shards, "d1", overwrite=True) == (shards, [(gone, {"w": 5}, True)])
     assert plan(OutputLayout(str(tmp_path / "fresh")), shards, "d1") == (shards, [])  # no stats folder at all
 
 

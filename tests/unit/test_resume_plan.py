@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from vesl.io.layout import shard_output_id
 from vesl.io.readers import input_endings
-from vesl.resume import ConfigConflict, another_configuration, canonical_id, foreign, match, plan
+from vesl.resume import ConfigConflict, another_configuration, canonical_id, changed, foreign, match, plan, redo
 
 
 def v01_shard_id(path: str) -> str:
@@ -67,6 +67,24 @@ def test_every_input_is_processed_or_kept_and_nothing_twice(inputs, committed, o
     assert not set(resume.outside) & (set(resume.keep.values()) | set(resume.uncommit))
     assert len(set(resume.keep.values())) == len(resume.keep)  # one committed shard resumes one input
     assert not (overwrite and resume.keep)
+
+
+def test_an_input_changed_only_when_both_identities_are_known_and_differ():
+    assert changed("size=3 mtime=1", "size=3 mtime=2")
+    assert not changed("size=3 mtime=1", "size=3 mtime=1")
+    assert not changed(None, "size=3 mtime=1") and not changed("size=3 mtime=1", None) and not changed(None, None)
+
+
+@given(ids, ids, st.data())
+def test_redo_moves_kept_inputs_to_processed_and_undoes_their_commits(inputs, committed, data):
+    resume = plan(inputs, committed, overwrite=False)
+    again = data.draw(st.lists(st.sampled_from(sorted(resume.keep) or ["x-00000000"]), unique=True))
+    after = redo(resume, again)
+    moved = set(again) & set(resume.keep)
+    assert sorted([*after.process, *after.keep]) == sorted(set(inputs))  # still each input exactly once
+    assert set(after.process) == set(resume.process) | moved and set(after.keep) == set(resume.keep) - moved
+    assert set(after.uncommit) == set(resume.uncommit) | {resume.keep[i] for i in moved}
+    assert after.outside == resume.outside
 
 
 def test_one_another_configuration_error():

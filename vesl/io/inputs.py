@@ -22,6 +22,7 @@ Rules (README, "Inputs"):
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import re
 from collections.abc import Iterable
@@ -39,13 +40,38 @@ class InputError(ValueError):
     """An input pattern that names nothing VESL can read (a usage error: raised before any work)."""
 
 
+def input_exists(path: str | None) -> bool:
+    """Whether a committed shard's recorded input is still there (not recorded: said to be)."""
+    if not path:
+        return True
+    fs, stripped = fsspec.core.url_to_fs(path)
+    return fs.exists(stripped)
+
+
+def input_identity(info: dict) -> str:
+    """A file's identity from what a listing says of it (no read): its size and, where the store gives
+    one, a content checksum (GCS's crc32c, an md5 or an ETag: a rewrite with the same bytes keeps it), else
+    its modification time (local files: touching one changes it)."""
+    size = info.get("size")
+    for key in ("crc32c", "md5Hash", "ETag", "etag"):
+        if info.get(key):
+            return f"size={size};{key}={info[key]}"
+    for key in ("mtime", "LastModified", "updated", "generation", "created"):
+        if info.get(key) is not None:
+            value = info[key]
+            return f"size={size};{key}={value.isoformat() if hasattr(value, 'isoformat') else value!r}"
+    return f"size={size}"
+
+
 @dataclass
 class Listing:
-    """One folder's entries by name: files and subfolders (full paths, without protocol)."""
+    """One folder's entries by name: files and subfolders (full paths, without protocol), and what the
+    listing said of each (``infos``, by path: size, checksum or modification time)."""
 
     path: str
     files: dict[str, str] = field(default_factory=dict)
     folders: dict[str, str] = field(default_factory=dict)
+    infos: dict[str, dict] = field(default_factory=dict)
 
     @classmethod
     def of(cls, fs, path: str) -> Listing:
@@ -54,7 +80,9 @@ class Listing:
             name = posixpath.basename(entry["name"].rstrip("/"))
             if not name or entry["name"].rstrip("/") == path.rstrip("/"):
                 continue
-            (listing.folders if entry.get("type") == "directory" else listing.files)[name] = entry["name"].rstrip("/")
+            full = entry["name"].rstrip("/")
+            (listing.folders if entry.get("type") == "directory" else listing.files)[name] = full
+            listing.infos[full] = entry
         return listing
 
     @property
@@ -130,6 +158,7 @@ class ShardFinder:
         self.output = output.rstrip("/") if output else None
         self.exclude = [posixpath.join(self.output, name) for name in owned_names()] if self.output else []
         self.listings: dict[str, Listing] = {}
+        self.infos: dict[str, dict] = {}  # path -> what a listing (or a glob) said of it
         self.img2dataset: dict[str, tuple[Img2datasetFolder | None, dict[str, InputShard]]] = {}
         self.notes: list[str] = []
 
@@ -145,7 +174,19 @@ class ShardFinder:
     def listing(self, path: str) -> Listing:
         if path not in self.listings:
             self.listings[path] = Listing.of(self.fs, path)
+            self.infos.update(self.listings[path].infos)
         return self.listings[path]
+
+    def identity(self, path: str, folder: bool = False) -> str:
+        """A shard file's identity (``input_identity``) from a listing already made, else one ``info`` call;
+        a ``files`` folder's from its own listing (its members' names and identities)."""
+        if folder:
+            members = sorted(self.listing(path).infos.items())
+            text = "\n".join(f"{posixpath.basename(p)}:{input_identity(info)}" for p, info in members)
+            return f"files={len(members)};sha1={hashlib.sha1(text.encode()).hexdigest()[:16]}"
+        if path not in self.infos:
+            self.infos[path] = self.fs.info(path)
+        return input_identity(self.infos[path])
 
     def img2dataset_folder(self, path: str) -> tuple[Img2datasetFolder | None, dict[str, InputShard]]:
         """The folder as img2dataset output (or None), and its shards by data path; once per folder, so a glob
@@ -159,13 +200,22 @@ class ShardFinder:
         return any(path == e or path.startswith(e + "/") for e in self.exclude)
 
     def _shard(self, shard: InputShard) -> InputShard:
+        """The shard with full paths (the pattern's protocol) and its identity: its data's, and its sidecars'."""
         full = self.full
+        parts = [self.identity(shard.path, folder=FORMATS[shard.format].folder)]
+        parts += [self.identity(p) for p in (shard.metadata, shard.stats) if p and p != shard.path and self._exists(p)]
         return InputShard(
             full(shard.path),
             shard.format,
             full(shard.metadata) if shard.metadata else None,
             full(shard.stats) if shard.stats else None,
+            " | ".join(parts),
         )
+
+    def _exists(self, path: str) -> bool:
+        """A sidecar img2dataset should have written may be missing (an unfinished shard): that is said
+        by the shard's source check, not here."""
+        return path in self.infos or self.fs.exists(path)
 
     def step(self, folder: str) -> FolderStep:
         """One folder by the folder rules: the shards it holds itself, and the subfolders to walk."""
@@ -190,7 +240,7 @@ class ShardFinder:
         for name, file_path in sorted(loose.items()):
             fmt = format_from_name(name, searched=True)
             if fmt and not _hidden(name):
-                shards.append(InputShard(self.full(file_path), fmt))
+                shards.append(self._shard(InputShard(file_path, fmt)))
         return FolderStep(shards, subfolders)
 
     def folder(self, path: str) -> list[InputShard]:
@@ -220,7 +270,7 @@ class ShardFinder:
         fmt = format_from_name(path)
         if fmt is None:
             return [], None
-        return [InputShard(self.full(path), fmt)], None
+        return [self._shard(InputShard(path, fmt))], None
 
     def expand(self, pattern: str, path: str) -> PatternMatches:
         """One pattern: the shards its file matches give, the folders it matches (to walk), and why matches
@@ -230,9 +280,10 @@ class ShardFinder:
         elif any(c in path for c in "*?["):
             # detail=True: the listing says which matches are folders, without a call per match
             found = self.fs.glob(path, detail=True)
+            self.infos.update(found)
             matches = [(m, found[m].get("type") == "directory") for m in sorted(found)]
         else:
-            matches = [(path, False)] if self.fs.exists(path) else []
+            matches = [(path, False)] if self._exists(path) else []
         if not matches:
             raise InputError(f"no input matches {pattern!r}")
         result = PatternMatches([], [], [])

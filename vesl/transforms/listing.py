@@ -37,7 +37,7 @@ from apache_beam.metrics import Metrics
 
 from vesl import progress, resume
 from vesl.context import WorkerSettings
-from vesl.io.inputs import ShardFinder, no_shards_error
+from vesl.io.inputs import ShardFinder, input_exists, no_shards_error
 from vesl.io.layout import OutputLayout, shard_output_id
 from vesl.io.outputs import OutputFolder
 from vesl.records import InputShard
@@ -185,7 +185,8 @@ def stats_shard_id(path: str, suffix: str) -> str:
 
 class PlanShardFn(beam.DoFn):
     """(canonical shard id, {shard, stats}) -> each shard to process, or COMMITTED (committed shard id,
-    counts) for one that resumes a committed shard: the decision is ``vesl.resume.plan``'s."""
+    counts, input gone) for one that resumes a committed shard: the decisions are ``vesl.resume``'s, as
+    the launcher's for a driver-side listing."""
 
     def __init__(self, layout: OutputLayout, accepted_digests: tuple[str, ...], overwrite: bool, progress_dir=None):
         self.layout = layout
@@ -193,6 +194,8 @@ class PlanShardFn(beam.DoFn):
         self.overwrite = overwrite
         self.progress_dir = progress_dir
         self.kept = Metrics.counter(METRICS_NAMESPACE, "shards_already_committed")
+        self.changed = Metrics.counter(METRICS_NAMESPACE, "shards_redone_input_changed")
+        self.gone = Metrics.counter(METRICS_NAMESPACE, "shards_kept_input_gone")
 
     def setup(self):
         self.progress = progress.counters_for(self.progress_dir)
@@ -201,23 +204,44 @@ class PlanShardFn(beam.DoFn):
         _, grouped = joined
         suffix = self.layout.suffix("stats")
         committed = {stats_shard_id(path, suffix): path for path in grouped["stats"]}
-        # A stats file without a shard was committed by a run over another input: not this run's.
-        for shard in grouped["shard"]:
-            shard_id = shard_output_id(shard.path)
-            decision = resume.plan([shard_id], committed, self.overwrite)
-            for old in decision.uncommit:
-                if old != shard_id:  # under VESL 0.1's name: its files would stay beside the new ones
-                    OutputFolder(self.layout.root).uncommit(old)
-            if decision.keep:
-                kept = decision.keep[shard_id]
-                yield beam.pvalue.TaggedOutput(COMMITTED, (kept, self.committed_counts(committed[kept])))
-                continue
-            if self.progress is not None:
-                self.progress.add(progress.SHARDS_LISTED)
-                self.progress.flush()
-            yield shard
+        shards = list(grouped["shard"])
+        for shard in shards:
+            yield from self.plan(shard, committed)
+        if not shards:  # committed by a run over another input, or an input that is gone
+            for shard_id, path in committed.items():
+                stats = self.read(path)
+                if not input_exists(stats.get("input")):
+                    self.gone.inc()
+                    log.warning("committed shard %s is kept though its input %s is gone", shard_id, stats["input"])
+                    yield beam.pvalue.TaggedOutput(COMMITTED, (shard_id, stats["counts"], True))
 
-    def committed_counts(self, stats_path: str) -> dict:
+    def plan(self, shard, committed: dict[str, str]):
+        shard_id = shard_output_id(shard.path)
+        decision = resume.plan([shard_id], committed, self.overwrite)
+        if decision.keep:
+            kept = decision.keep[shard_id]
+            stats = self.read(committed[kept])
+            if not resume.changed(stats.get("input_identity"), shard.identity):
+                self.kept.inc()
+                yield beam.pvalue.TaggedOutput(COMMITTED, (kept, stats["counts"], False))
+                return
+            self.changed.inc()
+            log.warning("committed shard %s is redone: its input %s changed since", kept, shard.path)
+            decision = resume.redo(decision, [shard_id])
+        self.uncommit(decision, shard_id)
+        if self.progress is not None:
+            self.progress.add(progress.SHARDS_LISTED)
+            self.progress.flush()
+        yield shard
+
+    def uncommit(self, decision: resume.ResumePlan, shard_id: str) -> None:
+        """A commit under VESL 0.1's name goes with its files (they would stay beside the new ones); one under
+        the shard's own id loses its stats file when its input changed (the files are rewritten)."""
+        for old in decision.uncommit:
+            if old != shard_id or not self.overwrite:
+                OutputFolder(self.layout.root).uncommit(old)
+
+    def read(self, stats_path: str) -> dict:
         import fsspec
 
         with fsspec.open(stats_path, "r") as f:
@@ -226,8 +250,7 @@ class PlanShardFn(beam.DoFn):
         if digest not in self.accepted_digests:
             mine = self.accepted_digests[0]
             raise resume.another_configuration(self.layout.root, digest, mine, stats_path, resume.REDO)
-        self.kept.inc()
-        return stats["counts"]
+        return stats
 
 
 class PlanShards(beam.PTransform):

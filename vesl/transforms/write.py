@@ -73,8 +73,15 @@ def write_empty_file(path: str, sink: fileio.FileSink) -> None:
         sink.flush()
 
 
-def write_atomically(path: str, text: str) -> None:
-    temp = f"{path}.tmp-{uuid.uuid4().hex}"
+def write_atomically(path: str, text: str, temp_dir: str) -> None:
+    """``path`` appears whole or not at all: written in the run's temporary folder (which the launcher
+    removes, whatever way the run ends), then renamed into place."""
+    temp = f"{temp_dir.rstrip('/')}/{uuid.uuid4().hex}-{path.rsplit('/', 1)[-1]}"
+    for folder in (temp_dir, path.rsplit("/", 1)[0]):
+        try:
+            FileSystems.mkdirs(folder)
+        except OSError:  # there already (another commit made it); on object stores folders need no making
+            pass
     with FileSystems.create(temp) as fh:
         fh.write(text.encode("utf-8"))
     FileSystems.rename([temp], [path])
@@ -137,10 +144,11 @@ class CommitShardFn(beam.DoFn):
             "input": source.path if source else None,
             "input_format": source.format if source else None,
             "input_sidecars": {"metadata": source.metadata, "stats": source.stats} if source else None,
+            "input_identity": source.identity if source else None,
             "files": files,
             "counts": tally.to_dict(),
         }
-        write_atomically(self.layout.path("stats", shard_id), json.dumps(stats, indent=2))
+        write_atomically(self.layout.path("stats", shard_id), json.dumps(stats, indent=2), self.layout.temp_root)
         self.committed.inc()
         if self.progress is not None:
             self.progress.add(progress.SHARDS_COMMITTED)
@@ -189,7 +197,7 @@ class WriteShardOutputs(beam.PTransform):
         self.summary_header = summary_header
 
     def expand(self, inputs):
-        labeled, rejects, events, input_shards, previous, shard_count = inputs
+        labeled, rejects, events, input_shards, previous, shard_count, gone = inputs
         layout = self.layout
         sinks: dict[str, fileio.FileSink] = {}
         written: dict[str, beam.PCollection] = {}
@@ -226,10 +234,13 @@ class WriteShardOutputs(beam.PTransform):
             | "MergeShardCounts" >> beam.CombineGlobally(MergeTalliesFn())
             | "ToSummaryJson"
             >> beam.Map(
-                lambda counts, n: json.dumps({**summary_header, "input_shards": n, "counts": counts}, indent=2),
+                lambda counts, n, gone: json.dumps(
+                    {**summary_header, "input_shards": n, "input_shards_gone": gone, "counts": counts}, indent=2
+                ),
                 beam.pvalue.AsSingleton(shard_count),
+                beam.pvalue.AsSingleton(gone),
             )
-            | "WriteSummary" >> beam.io.WriteToText(layout.summary_path, num_shards=1, shard_name_template="")
+            | "WriteSummary" >> beam.Map(lambda text: write_atomically(layout.summary_path, text, layout.temp_root))
         )
         if self.release_lease and layout.run_id:  # no launcher waits: the job cleans up after itself
             summary | "FinishRun" >> beam.Map(lambda _: finish_run(layout))
