@@ -28,6 +28,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from vesl.config import DetectConfig
 from vesl.models import owlv2_jax as owl
 from vesl.models.owlv2 import query_bucket
 from vesl.records import Detections
@@ -90,12 +91,12 @@ class JaxOwlv2Detector:
         tokenizer,
         shape: owl.Owlv2Shape,
         *,
-        dtype: str = "float32",
-        pad_value: float = 0.5,
-        query_buckets: Sequence[int] = (4, 8, 12, 16, 20),
+        dtype: str = DetectConfig.dtype,
+        pad_value: float = DetectConfig.pad_value,
+        query_buckets: Sequence[int] = DetectConfig.query_buckets,
         max_batch: int = 8,
-        max_candidates: int = 300,
-        text_cache_size: int = 4096,
+        max_candidates: int = DetectConfig.max_candidates,
+        text_cache_size: int = DetectConfig.text_cache_size,
         devices: Sequence | None = None,
         matmul_precision: str = "default",
     ):

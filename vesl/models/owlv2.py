@@ -22,17 +22,22 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from vesl.config import DetectConfig
 from vesl.models.clip_tokenizer import CLIP_MAX_LENGTH
 from vesl.models.devices import resolve_device
+from vesl.models.torch_backend import TorchOptions
 from vesl.records import Detections
 from vesl.vision.device_decode import DecodeFailure, DeviceImageDecoder, EncodedImage, resolve_image_decoder
 from vesl.vision.geometry import detector_to_stored
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-# OWLv2 pads to a square with grey 0.5 after rescaling to [0, 1], as scenic (its home) does in its
-# inference notebook and training preprocessing; transformers' Owlv2ImageProcessor pads with 0.0.
-PAD_VALUE = 0.5
+# OWLv2 pads each image to a square, after rescaling to [0, 1], with this grey: 0.5 as scenic (its home)
+# does in its inference notebook and training preprocessing; transformers' Owlv2ImageProcessor pads with
+# 0.0. Declared once, as DetectConfig's default; the detector's other keyword defaults are the config's
+# too (the torch backend's own: TorchOptions'), so a detector built without a config computes as one built
+# from the default config.
+PAD_VALUE: float = DetectConfig.pad_value
 
 
 def batch_bucket(n_images: int, max_batch: int) -> int:
@@ -77,12 +82,12 @@ class Owlv2Detector:
         tokenizer,
         device: str,
         image_size: int,
-        dtype: str = "float32",
+        dtype: str = DetectConfig.dtype,
         *,
         position_embedding: str = "interpolate",
-        text_cache_size: int = 4096,
-        compile_model: bool = False,
-        compile_mode: str = "default",
+        text_cache_size: int = DetectConfig.text_cache_size,
+        compile_model: bool = TorchOptions.compile,
+        compile_mode: str = TorchOptions.compile_mode,
         image_decoder: DeviceImageDecoder | None = None,
         max_batch_size: int | None = None,
         pad_value: float = PAD_VALUE,

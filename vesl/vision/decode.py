@@ -6,7 +6,7 @@ What is accepted and how (each case has a test):
   image as a viewer displays it;
 - CMYK, YCbCr, LAB, HSV, 1-bit, grayscale and palette images are converted to RGB; 16-bit and 32-bit
   grayscale are scaled to 8 bits (not clipped); transparent pixels are composited onto
-  ``alpha_background``;
+  ``alpha_background`` (by default ``DetectConfig``'s, declared there alone);
 - zero-byte, non-image, truncated or corrupt data, and images above ``max_pixels`` (decompression
   bombs, checked from the header before any pixel is decoded) raise ``ImageDecodeError`` with a
   ``Reason`` and a detail.
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from vesl.config import DetectConfig
 from vesl.records import Reason
 
 # VESL checks the pixel count itself (max_pixels, from the header, before any pixel is decoded), so
@@ -131,7 +132,7 @@ def probe_image(data: bytes, max_pixels: int) -> ImageHeader:
 
 
 def decode_image(
-    data: bytes, max_pixels: int, alpha_background: tuple[int, int, int] = (255, 255, 255)
+    data: bytes, max_pixels: int, alpha_background: tuple[int, int, int] = DetectConfig.alpha_background
 ) -> DecodedImage:
     image = open_image(data, max_pixels)
     fmt, source_mode = image.format, image.mode
@@ -152,7 +153,7 @@ def decode_image(
     return DecodedImage(rgb, fmt, source_mode)
 
 
-def to_rgb(image: Image.Image, alpha_background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+def to_rgb(image: Image.Image, alpha_background: tuple[int, int, int] = DetectConfig.alpha_background) -> Image.Image:
     mode = image.mode
     if mode == "RGB":
         return image

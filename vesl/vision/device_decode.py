@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vesl.config import DetectConfig
 from vesl.vision.decode import ImageDecodeError, ImageHeader, decode_image
 from vesl.vision.geometry import content_size, letterbox
 
@@ -220,7 +221,7 @@ class DeviceImageDecoder:
         self,
         device: str,
         max_pixels: int,
-        alpha_background: tuple[int, int, int] = (255, 255, 255),
+        alpha_background: tuple[int, int, int] = DetectConfig.alpha_background,
         cpu_threads: int = 0,
     ):
         import torch

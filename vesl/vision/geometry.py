@@ -23,7 +23,7 @@ def content_size(width: int, height: int, size: int) -> tuple[int, int]:
 
 def letterbox(image: Image.Image, size: int) -> tuple[np.ndarray, int, int]:
     """RGB image -> (``size x size x 3`` uint8 with the image resized into the top-left corner,
-    content width, content height). The padding is filled by the detector (OWLv2 pads with 0.5)."""
+    content width, content height). The padding is filled by the detector (with ``DetectConfig.pad_value``)."""
     cw, ch = content_size(image.width, image.height, size)
     resized = image.resize((cw, ch), Image.Resampling.BILINEAR) if (cw, ch) != image.size else image
     canvas = np.zeros((size, size, 3), np.uint8)

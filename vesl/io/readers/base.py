@@ -132,9 +132,16 @@ def iter_capped_lines(f, limit: int, chunk: int = 1 << 20) -> Iterator[bytes | i
             skipped, buffer = skipped + len(buffer), b""
 
 
+# The most bytes JSON may spend on one character of text: json.dumps (ensure_ascii, its default) writes
+# a character outside the Basic Multilingual Plane as a surrogate pair of \u escapes.
+JSON_CHAR_BYTES = 12
+
+
 def manifest_line_limit(cfg: ReadConfig) -> int:
-    """A manifest line holds a caption and a little metadata (key, image path, url)."""
-    return caption_byte_limit(cfg) + MAX_METADATA_BYTES
+    """A manifest line holds a caption and a little metadata (key, image path, url). The caption is
+    counted as JSON may escape it, so a caption at ``max_caption_chars`` fits its line as it fits
+    every other input (at 4 bytes a character it was refused as ``bad_manifest_line``)."""
+    return JSON_CHAR_BYTES * cfg.max_caption_chars + MAX_METADATA_BYTES
 
 
 T = TypeVar("T")
