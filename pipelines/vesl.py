@@ -21,6 +21,7 @@ from vesl.io.lease import LeaseLost
 from vesl.launch import UsageError, run
 from vesl.models.checkpoint import CheckpointError
 from vesl.options import VeslOptions
+from vesl.stopping import RunStopped
 
 __all__ = ["UsageError", "format_summary", "main", "run", "verdict"]
 
@@ -115,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     except LeaseLost as exc:  # another run took the folder: this one stopped, its committed shards stand
         print(f"vesl: error: {exc}", file=sys.stderr)
         return 1
+    except RunStopped as exc:  # a signal, or a failure: said in one line, the run cleaned up
+        print(exc, file=sys.stderr)
+        return exc.exit_status
     if summary.get("submitted"):
         print(f"vesl: submitted job {summary['job_id']}; its outputs and summary.json will be in {summary['output']}")
         return 0

@@ -40,6 +40,7 @@ from vesl.io.layout import OutputLayout, shard_output_id
 from vesl.io.lease import LeaseHeld, LeaseLost, OutputLease, read_lease
 from vesl.io.outputs import OutputFolder
 from vesl.io.readers import as_input_shard
+from vesl.local_runner import LocalRunner, local_runner
 from vesl.models.backends import detector_backend
 from vesl.models.checkpoint import preflight
 from vesl.models.detector import BackendUnavailable
@@ -48,6 +49,7 @@ from vesl.pipeline import DriverListing, ListOnWorkers, build_pipeline, output_l
 from vesl.progress import ProgressMonitor
 from vesl.records import InputShard
 from vesl.schema import Provenance
+from vesl.stopping import failed, interrupted, quiet_runner_tracebacks, shards_committed, stop_on_signals
 from vesl.threads import cpu_threads_per_process, parse_cpu_threads
 from vesl.transforms.write import remove_run_temporary
 
@@ -85,7 +87,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     launch = prepare(list(sys.argv[1:] if argv is None else argv), test_pipeline)
     source, weights = list_input(launch)
     provenance = make_provenance(launch.config, weights, launch.dry_run)
-    pipeline = test_pipeline or beam.Pipeline(options=launch.options)
+    runner = str(launch.options.view_as(StandardOptions).runner or "")
+    pipeline = test_pipeline or beam.Pipeline(runner=local_runner(runner, launch.options), options=launch.options)
     if launch.dry_run:
         return execute(launch, pipeline, source, provenance, None)
     return run_under_lease(launch, pipeline, source, provenance)
@@ -387,28 +390,84 @@ def plan_on_workers(patterns: list[str], layout: OutputLayout, config: VeslConfi
 
 # -- running ------------------------------------------------------------------------------------
 def run_under_lease(launch: Launch, pipeline: beam.Pipeline, source, provenance: Provenance) -> dict[str, Any]:
-    """Take the output folder's lease, run, give it back (a submitted job keeps it until its last step)."""
-    output = launch.vesl.output
-    lease = OutputLease(output)
+    """Take the output folder's lease, run, clean up and give it back (a submitted job keeps it until its
+    last step). A local run stopped by SIGINT or SIGTERM, or a run that fails, is said in one line
+    (``vesl.stopping.RunStopped``: what stays committed, what could not be cleaned up)."""
+    lease = take_lease(launch)
+    layout = output_layout(launch.config, launch.vesl.output, lease.held.run_id)
+    summary, stopped, before = None, None, None
+    with stop_on_signals(launch.local) as received, quiet_runner_tracebacks():
+        try:
+            before = committed_ids(layout) if launch.local else None  # for the line a stop says
+            clear_temporary(layout)  # the folder is ours: leftovers are dead runs'
+            if lease.taken_over:
+                OutputFolder(layout.root).remove_uncommitted(layout)
+            with lease.heartbeat():
+                summary = execute_reporting(launch, pipeline, source, provenance, lease)
+        except (Exception, KeyboardInterrupt) as exc:  # KeyboardInterrupt: a signal outside the runner
+            stopped = exc
+        if summary is not None and summary.get("submitted"):
+            hand_over(lease, summary)
+            return summary
+        left = clean_up(lease, layout, stopped is not None and not isinstance(stopped, UsageError))
+        workers = pipeline.runner.worker_output() if isinstance(pipeline.runner, LocalRunner) else ""
+        if stopped is not None and (received or not isinstance(stopped, (UsageError, LeaseLost))):
+            raise stop_line(stopped, received, layout, source, before, left, workers) from None
+        if stopped is not None:
+            raise stopped
+    if lease.lost:
+        raise LeaseLost(f"{launch.vesl.output!r}: {lease.lost} while this run was working; check its shards")
+    return summary
+
+
+def take_lease(launch: Launch) -> OutputLease:
+    lease = OutputLease(launch.vesl.output)
     try:
         lease.acquire(launch.config.digest(), take_over=launch.vesl.take_over_lease)
     except LeaseHeld as exc:
         raise UsageError(str(exc)) from None
-    submitted = False
+    return lease
+
+
+def hand_over(lease: OutputLease, summary: dict[str, Any]) -> None:
+    """A submitted job holds the lease now; its last step gives it back."""
+    if not lease.mark_submitted(summary.get("job_id")) and read_lease(lease.output) is None:
+        lease.lost = None  # the job has finished already (a local runner) and released it
+
+
+def clean_up(lease: OutputLease, layout: OutputLayout, stopped: bool) -> list[str]:
+    """Remove the run's temporary files (and, for a run that stopped, the files of the shards it did not
+    commit: no reader of the folder should find them), then give the lease back. What a fault keeps from
+    being done (a read-only disk) is left to the rerun, which takes the lease over and clears it; returned
+    for the stop line."""
+    left = []
+    steps = [("temporary files", lambda: remove_run_temporary(layout))]
+    if stopped:
+        steps.append(("files of uncommitted shards", lambda: OutputFolder(layout.root).remove_uncommitted(layout)))
+    steps.append(("the lease", lease.release))
+    for what, step in steps:
+        try:
+            step()
+        except OSError as exc:
+            left.append(f"{what} ({exc.strerror or type(exc).__name__})")
+    return left
+
+
+def stop_line(exc: BaseException, received: list[int], layout: OutputLayout, shards, before, left, workers: str):
+    """The RunStopped of a run a signal stopped or that failed: how many shards stay committed, and what
+    is left for the rerun to clear."""
     try:
-        clear_temporary(output_layout(launch.config, output))  # the folder is ours: leftovers are dead runs'
-        with lease.heartbeat():
-            summary = execute_reporting(launch, pipeline, source, provenance, lease)
-        submitted = bool(summary.get("submitted"))
-    finally:
-        if submitted:  # the job holds the lease now; its last step gives it back
-            if not lease.mark_submitted(summary.get("job_id")) and read_lease(output) is None:
-                lease.lost = None  # the job has finished already (a local runner) and released it
+        now = committed_ids(layout)
+        if shards is not None:
+            mine = set(resume.match([shard_output_id(s.path) for s in shards], now).values())
+            state = shards_committed(len(mine), len(shards), None if before is None else len(mine - before))
         else:
-            lease.release()
-    if lease.lost:
-        raise LeaseLost(f"{output!r}: {lease.lost} while this run was working; check its shards")
-    return summary
+            state = shards_committed(len(now), None, None if before is None else len(now - before))
+    except Exception as listing_error:  # the output cannot be listed now (the fault itself, maybe)
+        state = f"the committed shards could not be listed ({type(listing_error).__name__})"
+    if left:
+        state += "; not removed, the rerun will: " + ", ".join(left)
+    return interrupted(received[0], state) if received else failed(exc, state, workers)
 
 
 def execute_reporting(launch: Launch, pipeline, source, provenance, lease: OutputLease) -> dict[str, Any]:
@@ -469,8 +528,6 @@ def execute(launch: Launch, pipeline, shards: list[InputShard] | None, provenanc
     finally:
         if progress_dir:
             shutil.rmtree(progress_dir, ignore_errors=True)
-        if not launch.dry_run and vesl_options.wait:
-            remove_run_temporary(layout)
     with fsspec.open(layout.summary_path, "r") as f:
         return json.load(f)
 

@@ -3,7 +3,6 @@ again ends with exactly the outputs of a clean run: every record once, written o
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,62 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.vesl import UsageError, run
+from tests.runs import N_SHARDS, argv, build_inputs, snapshot
 from vesl.io.readers import describe_endings
-from vesl.io.shard_writers import RawSample, write_webdataset
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
-N_SHARDS = 6
-
-
-def build_inputs(root: Path, photos) -> None:
-    root.mkdir(parents=True)
-    for shard in range(N_SHARDS):
-        samples = [RawSample(f"s{shard}-{i}", p.image, p.caption) for i, p in enumerate(photos)]
-        if shard == 2:
-            samples.append(RawSample("s0-0", photos[0].image, "a duplicate of a key in shard 0"))
-        if shard == 4:
-            samples.append(RawSample(f"s{shard}-bad", b"not an image", "a broken image"))
-        write_webdataset(str(root / f"part-{shard:05d}.tar"), samples)
-    (root / f"part-{N_SHARDS:05d}.tar").write_bytes(b"poisoned shard: not a tar archive " * 50)
-
-
-def argv(inputs: Path, out: Path, checkpoint: str, *extra: str) -> list[str]:
-    return [
-        "--input",
-        str(inputs / "*.tar"),
-        "--output",
-        str(out),
-        "--checkpoint",
-        checkpoint,
-        "--image_size",
-        "64",
-        "--batch_size",
-        "2",
-        "--score_threshold",
-        "0",
-        "--max_candidates",
-        "3",
-        *extra,
-    ]
-
-
-def snapshot(out: Path) -> dict:
-    """Everything a consumer reads, independent of file order and of the run that wrote it."""
-    rows = {}
-    for f in sorted((out / "parquet").glob("*.parquet")):
-        for row in pq.read_table(f).to_pylist():
-            row.pop("image", None)
-            rows[row["key"]] = json.dumps(row, sort_keys=True, default=str)
-    rejects = sorted(line for f in (out / "rejects").glob("*.jsonl") for line in f.read_text().splitlines())
-    summary = json.loads((out / "summary.json").read_text())
-    return {
-        "rows": rows,
-        "rejects": rejects,
-        "counts": summary["counts"],
-        "tfrecord_bytes": sum(f.stat().st_size for f in (out / "tfrecord").glob("*.tfrecord")),
-        "shards": sorted(p.name for p in (out / "stats").glob("*.json")),
-    }
 
 
 @pytest.fixture(scope="module")

@@ -185,6 +185,29 @@ class OutputFolder:
             if fs.exists(stripped):
                 fs.rm(stripped)
 
+    def remove_uncommitted(self, layout: OutputLayout) -> list[str]:
+        """Remove the files in ``layout``'s data folders and in ``rejects/`` (those with their format's ending)
+        whose shard has no stats file: a run that stopped before committing them left them. Only a run
+        holding the folder's lease may call this (no other run is writing). Returns the paths removed."""
+        fs, _ = fsspec.core.url_to_fs(self.root)
+        fs.invalidate_cache()  # object stores' listings are cached per process
+        committed = {
+            posixpath.basename(p)[: -len(".json")] for p in fs.glob(fsspec.core.url_to_fs(layout.stats_glob)[1])
+        }
+        doomed = []
+        for fmt in (*layout.data_formats, "rejects"):
+            folder, suffix = fsspec.core.url_to_fs(layout.dir(fmt))[1], layout.suffix(fmt)
+            if fs.isdir(folder):
+                names = [posixpath.basename(p.rstrip("/")) for p in fs.ls(folder, detail=False)]
+                doomed += [
+                    posixpath.join(folder, n)
+                    for n in names
+                    if n.endswith(suffix) and n[: -len(suffix)] not in committed
+                ]
+        if doomed:
+            fs.rm(doomed)
+        return doomed
+
     def _shard(self, stem: str, stats: dict[str, Any]) -> CommittedShard:
         recorded = stats.get("files") or {}
         files = {fmt: _join(self.layout.dir(fmt), posixpath.basename(p)) for fmt, p in recorded.items() if p}

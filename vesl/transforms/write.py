@@ -9,11 +9,12 @@ redoes and a shard is either committed with all its files or not committed at al
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -68,7 +69,10 @@ def _named(layout: OutputLayout, fmt: str):
 def write_empty_file(path: str, sink: fileio.FileSink) -> None:
     """A shard with no record of a format still gets its (empty, valid) file."""
     metadata = sink.create_metadata("", path)
-    with FileSystems.create(path, mime_type=metadata.mime_type, compression_type=metadata.compression_type) as fh:
+    with (
+        naming_the_file(path),
+        FileSystems.create(path, mime_type=metadata.mime_type, compression_type=metadata.compression_type) as fh,
+    ):
         sink.open(fh)
         sink.flush()
 
@@ -82,14 +86,13 @@ def write_atomically(path: str, text: str, temp_dir: str) -> None:
             FileSystems.mkdirs(folder)
         except OSError:  # there already (another commit made it); on object stores folders need no making
             pass
-    with FileSystems.create(temp) as fh:
+    with naming_the_file(temp), FileSystems.create(temp) as fh:
         fh.write(text.encode("utf-8"))
     FileSystems.rename([temp], [path])
 
 
 def remove_run_temporary(layout: OutputLayout) -> None:
     """Remove this run's temporary folder, and ``_temporary`` itself once no other run's is left."""
-    import contextlib
 
     import fsspec
 
@@ -266,21 +269,38 @@ def _shard_of(item) -> str:
 
 
 class _Unkeyed(fileio.FileSink):
-    """Feeds the value of (shard id, value) pairs to a sink."""
+    """Feeds the value of (shard id, value) pairs to a sink; a failed write names its file."""
 
     def __init__(self, sink: fileio.FileSink):
         import copy
 
         self.sink = copy.deepcopy(sink)  # one writer state per file
+        self.path = ""
 
     def create_metadata(self, destination, full_file_name):
+        self.path = full_file_name  # Beam asks for the metadata of each file just before it opens it
         return self.sink.create_metadata(destination, full_file_name)
 
     def open(self, fh) -> None:
-        self.sink.open(fh)
+        with naming_the_file(self.path):
+            self.sink.open(fh)
 
     def write(self, keyed) -> None:
-        self.sink.write(keyed[1])
+        with naming_the_file(self.path):
+            self.sink.write(keyed[1])
 
     def flush(self) -> None:
-        self.sink.flush()
+        with naming_the_file(self.path):
+            self.sink.flush()
+
+
+@contextlib.contextmanager
+def naming_the_file(path: str) -> Iterator[None]:
+    """A system error without a file name (a write into a full disk: ``[Errno 28] No space left on device``)
+    is raised again with ``path``, so the one line a failed run says names where it failed."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None and path:
+            raise type(exc)(exc.errno, exc.strerror, path) from exc
+        raise
