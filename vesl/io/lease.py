@@ -191,8 +191,8 @@ class GcsLeaseStore:
             return None
         try:
             return blob.download_as_bytes(if_generation_match=blob.generation), blob.generation
-        except Exception as exc:  # replaced between the two calls: read again
-            if _is_precondition(exc):
+        except Exception as exc:  # replaced (412) or given back (404) between the two calls: read again
+            if _is_precondition(exc) or type(exc).__name__ == "NotFound":
                 return self.read()
             raise
 
@@ -368,11 +368,15 @@ class OutputLease:
 
 
 def read_lease(output: str) -> Lease | None:
-    try:
-        with fsspec.open(lease_path(output), "rb") as f:
-            return Lease.from_bytes(f.read())
-    except FileNotFoundError:
+    """The folder's lease as its store holds it now (None: absent or unreadable). Read through the lease
+    store, never through fsspec's cached listings: gcsfs sizes an object from a cached listing of its
+    folder (kept for the life of the process), so a lease rewritten since (a heartbeat, a takeover) came
+    back cut short, unreadable, and the fence took the holder's own run for usurped."""
+    current = store_for(output).read()
+    if current is None:
         return None
+    try:
+        return Lease.from_bytes(current[0])
     except (ValueError, TypeError, KeyError):
         return None
 
