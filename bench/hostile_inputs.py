@@ -21,6 +21,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import signal
 import struct
 import subprocess
@@ -680,6 +681,176 @@ def concurrent_cases(work: Path, checkpoint: str) -> list[dict]:
     return results
 
 
+# -- faults a long run meets: a changed input, signals, write failures (``bench.faults``) ----------------
+def fault_cases(work: Path, checkpoint: str) -> list[dict]:
+    """Each case starts a real run on three small shards (commits slowed to one a second), injects its fault
+    once the first shard is committed, checks the one line, the exit status and what is left in the output,
+    then reruns the same command and checks it completes the folder."""
+    from bench import faults
+
+    inputs = work / "faults" / "in"
+    inputs.mkdir(parents=True)
+    for shard in range(3):
+        good_tar(inputs / f"part-{shard}.tar", f"p{shard}-")
+    results = [changed_input_case(work / "faults", inputs, checkpoint)]
+    quick = ("--progress", "false")
+    in_process = ("--runner", "FnApiRunner", *quick)
+    workers = ("--runner", "DirectRunner", "--direct_num_workers", "2", "--direct_running_mode", "multi_processing")
+    workers += quick
+
+    def signal_group(signum):
+        return lambda process, out: os.killpg(process.pid, signum)
+
+    results.append(
+        fault_case(
+            "sigint_in_process",
+            "Ctrl-C (SIGINT to the process group), in-process runner",
+            work,
+            inputs,
+            checkpoint,
+            in_process,
+            signal_group(signal.SIGINT),
+            130,
+            "vesl: interrupted by SIGINT: ",
+        )
+    )
+    results.append(
+        fault_case(
+            "sigterm_worker_processes",
+            "SIGTERM to the launcher, DirectRunner with 2 worker processes",
+            work,
+            inputs,
+            checkpoint,
+            workers,
+            lambda process, out: os.kill(process.pid, signal.SIGTERM),
+            143,
+            "vesl: interrupted by SIGTERM: ",
+        )
+    )
+    with faults.mounted_tmpfs() as disk:
+        if disk is not None:
+            fillers = []
+            results.append(
+                fault_case(
+                    "full_disk",
+                    "the output's disk (a tmpfs) fills up after the first commit",
+                    disk,
+                    inputs,
+                    checkpoint,
+                    in_process,
+                    lambda process, out: fillers.append(faults.fill(disk)),
+                    1,
+                    "[Errno 28] No space left on device: '",
+                    fix=lambda: fillers[0].unlink(),
+                )
+            )
+            results.append(
+                fault_case(
+                    "read_only_disk",
+                    "the output's disk (a tmpfs) turns read-only after the first commit",
+                    disk,
+                    inputs,
+                    checkpoint,
+                    in_process,
+                    lambda process, out: faults.remount(disk, "ro"),
+                    1,
+                    "[Errno 30] Read-only file system: '",
+                    fix=lambda: faults.remount(disk, "rw"),
+                    cleans_up=False,
+                )
+            )
+        else:
+            results.append(
+                fault_case(
+                    "file_size_limit",
+                    "no byte more may be written (RLIMIT_FSIZE 0; no tmpfs here)",
+                    work,
+                    inputs,
+                    checkpoint,
+                    in_process,
+                    lambda process, out: faults.limit_file_size(process),
+                    1,
+                    "[Errno 27] File too large: '",
+                )
+            )
+    prefix = faults.without_permission_override()
+    if prefix is not None:
+        results.append(
+            fault_case(
+                "permission_refused",
+                "the stats folder turns read-only for the run (chmod 555)",
+                work,
+                inputs,
+                checkpoint,
+                in_process,
+                lambda process, out: (out / "stats").chmod(0o555),
+                1,
+                "[Errno 13] Permission denied: '",
+                prefix=prefix,
+                fix=lambda: (work / "permission_refused" / "stats").chmod(0o755),
+            )
+        )
+    return results
+
+
+def fault_case(
+    name, what, parent, inputs, checkpoint, runner, inject, status, said, prefix=(), fix=None, cleans_up=True
+) -> dict:
+    from bench import faults
+
+    out = parent / name
+    argv = ["--input", str(inputs), "--output", str(out), "--checkpoint", checkpoint, "--image_size", "64"]
+    argv += ["--max_candidates", "3", "--score_threshold", "0", *runner]
+    command = [*prefix, sys.executable, "-m", "pipelines.vesl", *argv]
+    exit_status, lines, _ = faults.run_into_a_fault(command, out, lambda process: inject(process, out))
+    problems = [] if exit_status == status else [f"exit {exit_status}, expected {status}"]
+    if len(lines) != 1 or said not in lines[0]:
+        problems.append("not one line saying " + repr(said))
+    if cleans_up and faults.uncommitted_leftovers(out):
+        problems.append("left: " + ", ".join(faults.uncommitted_leftovers(out)[:3]))
+    if fix:
+        fix()
+    rerun = run_cli([*argv[: -len(runner)], "--runner", "FnApiRunner", "--progress", "false"])
+    summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else None
+    if rerun["exit"] != 0 or summary is None or summary["counts"]["written"] != 6 or faults.uncommitted_leftovers(out):
+        problems.append(f"the rerun did not complete the folder (exit {rerun['exit']}: {rerun['last_stderr']})")
+    return {
+        "case": name,
+        "what": what,
+        "exit": exit_status,
+        "last_stderr": lines[-1] if lines else "",
+        "peak_rss_mb": None,
+        "ok": not problems,
+        "problems": problems,
+    }
+
+
+def changed_input_case(parent: Path, inputs: Path, checkpoint: str) -> dict:
+    """An input shard rewritten after its shard was committed (as an img2dataset rerun does): redone."""
+    import pyarrow.parquet as pq
+
+    changed = parent / "changed-in"
+    shutil.copytree(inputs, changed)
+    out = parent / "changed"
+    argv = base_argv(changed, out, checkpoint)
+    first = run_cli(argv)
+    good_tar(changed / "part-1.tar", "q1-", n=3)  # other images and captions under the same name
+    rerun = run_cli(argv)
+    summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
+    keys = {
+        row["key"] for f in (out / "parquet").glob("*.parquet") for row in pq.read_table(f, columns=["key"]).to_pylist()
+    }
+    ok = first["exit"] == 0 and rerun["exit"] == 0 and summary.get("counts", {}).get("written") == 7
+    ok = ok and {k for k in keys if k.startswith("q1-")} and not {k for k in keys if k.startswith("p1-")}
+    return {
+        "case": "changed_input_rerun",
+        "what": "an input shard rewritten after its commit, then the same command",
+        **rerun,
+        "ok": bool(ok),
+        "problems": [] if ok else ["the rewritten shard was not redone"],
+    }
+
+
 def markdown(report: dict) -> str:
     lines = [
         f"Measured {report['date']} on {report['machine']} with `python -m bench.hostile_inputs` "
@@ -692,16 +863,17 @@ def markdown(report: dict) -> str:
         counts = f"{r['read']} = {r['written']} + {r['rejected']}" if "read" in r else r["last_stderr"][:90]
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(r.get("reasons", {}).items()))
         ok = "yes" if r["ok"] else "NO: " + "; ".join(r["problems"])
-        lines.append(
-            f"| {r['case']} | {r['what']} | {r['exit']} | {counts} | {reasons} | {r['peak_rss_mb']} MB | {ok} |"
-        )
+        rss = f"{r['peak_rss_mb']} MB" if r.get("peak_rss_mb") is not None else "-"
+        lines.append(f"| {r['case']} | {r['what']} | {r['exit']} | {counts} | {reasons} | {rss} | {ok} |")
     return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=None)
-    parser.add_argument("--only", default="", help="comma-separated case names (concurrent: the concurrency cases)")
+    parser.add_argument(
+        "--only", default="", help="comma-separated case names (concurrent, faults: those groups of cases)"
+    )
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     only = {n for n in args.only.split(",") if n}
@@ -715,6 +887,8 @@ def main() -> int:
         results = [run_case(c, work, checkpoint) for c in CASES if not only or c.name in only]
         if not only or "concurrent" in only:
             results += concurrent_cases(work, checkpoint)
+        if not only or "faults" in only:
+            results += fault_cases(work, checkpoint)
     report = {
         "benchmark": "hostile_inputs",
         "date": date.today().isoformat(),

@@ -5,11 +5,7 @@ for the tiny detector; and a snapshot of everything a consumer reads from an out
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -17,7 +13,6 @@ import pyarrow.parquet as pq
 from vesl.io.shard_writers import RawSample, write_webdataset
 
 N_SHARDS = 6
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def build_inputs(root: Path, photos) -> None:
@@ -79,71 +74,3 @@ def local_runner_args(runner: str) -> list[str]:
     if runner == "in-process":
         return ["--runner", "FnApiRunner"]
     return ["--runner", "DirectRunner", "--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
-
-
-def start_like_a_terminal(command: list[str], env: dict[str, str], **popen) -> subprocess.Popen:
-    """Start ``command`` as a shell in a terminal starts a foreground job: the leader of its own process
-    group (so the group can be signalled as Ctrl-C signals it), with SIGINT and SIGTERM at their defaults
-    (a background job of a shell, or a test runner started as one, would pass SIGINT on ignored)."""
-
-    def defaults() -> None:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-    return subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env={**env, "PYTHONPATH": str(ROOT)},
-        start_new_session=True,
-        preexec_fn=defaults,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **popen,
-    )
-
-
-def ignored_signals(pid: int) -> set[int]:
-    """The signals process ``pid`` ignores (Linux: /proc/PID/status)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("SigIgn:"):
-            mask = int(line.split()[1], 16)
-            return {n for n in range(1, 65) if mask >> (n - 1) & 1}
-    return set()
-
-
-def wait_for_a_commit(process: subprocess.Popen, out: Path, timeout_s: float = 240) -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline and process.poll() is None and not list((out / "stats").glob("*.json")):
-        time.sleep(0.05)
-    assert process.poll() is None, "the run ended before the fault could be injected:\n" + process.stderr.read()
-    assert list((out / "stats").glob("*.json")), "no shard was committed in time"
-
-
-def group_gone(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
-def uncommitted_leftovers(out: Path) -> list[str]:
-    """What is in ``out`` besides VESL's own files and the files of committed shards (each stats file
-    lists its shard's files): temporary files, beam-temp-* folders, files of shards never committed."""
-    committed = {p.stem for p in (out / "stats").glob("*.json")}
-    listed = set()
-    for stats in (out / "stats").glob("*.json"):
-        listed |= {Path(f).name for f in json.loads(stats.read_text()).get("files", {}).values() if f}
-    own = {"README.md", "_config.json", "_lease.json.lock", "summary.json", "stats"}
-    left = []
-    for path in sorted(out.rglob("*")):
-        top = path.relative_to(out).parts[0]
-        if path.is_dir() and top in {"parquet", "tfrecord", "rejects", "webdataset", "stats"}:
-            continue
-        if top in own and (top != "stats" or path.stem in committed):
-            continue
-        if path.is_file() and path.name in listed:
-            continue
-        left.append(str(path.relative_to(out)))
-    return left

@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import uuid
@@ -37,7 +38,7 @@ from vesl.config import VeslConfig
 from vesl.context import RunContext, WorkerSettings
 from vesl.io.inputs import InputError, discover_inputs, input_exists, split_patterns
 from vesl.io.layout import OutputLayout, shard_output_id
-from vesl.io.lease import LeaseHeld, LeaseLost, OutputLease, read_lease
+from vesl.io.lease import STALE_AFTER_S, LeaseHeld, LeaseLost, OutputLease, read_lease
 from vesl.io.outputs import OutputFolder
 from vesl.io.readers import as_input_shard
 from vesl.local_runner import LocalRunner, local_runner
@@ -49,7 +50,15 @@ from vesl.pipeline import DriverListing, ListOnWorkers, build_pipeline, output_l
 from vesl.progress import ProgressMonitor
 from vesl.records import InputShard
 from vesl.schema import Provenance
-from vesl.stopping import failed, interrupted, quiet_runner_tracebacks, shards_committed, stop_on_signals
+from vesl.stopping import (
+    RunStopped,
+    exit_status_for,
+    failed,
+    interrupted,
+    quiet_runner_tracebacks,
+    shards_committed,
+    stop_on_signals,
+)
 from vesl.threads import cpu_threads_per_process, parse_cpu_threads
 from vesl.transforms.write import remove_run_temporary
 
@@ -409,6 +418,8 @@ def run_under_lease(launch: Launch, pipeline: beam.Pipeline, source, provenance:
         if summary is not None and summary.get("submitted"):
             hand_over(lease, summary)
             return summary
+        if isinstance(stopped, KeyboardInterrupt) and not launch.local:  # the job may run on: touch nothing
+            raise RunStopped(stopped_waiting(launch.vesl.output), exit_status_for(signal.SIGINT)) from None
         left = clean_up(lease, layout, stopped is not None and not isinstance(stopped, UsageError))
         workers = pipeline.runner.worker_output() if isinstance(pipeline.runner, LocalRunner) else ""
         if stopped is not None and (received or not isinstance(stopped, (UsageError, LeaseLost))):
@@ -418,6 +429,14 @@ def run_under_lease(launch: Launch, pipeline: beam.Pipeline, source, provenance:
     if lease.lost:
         raise LeaseLost(f"{launch.vesl.output!r}: {lease.lost} while this run was working; check its shards")
     return summary
+
+
+def stopped_waiting(output: str) -> str:
+    return (
+        "vesl: stopped waiting for the job (Ctrl-C); it may still be running and writing "
+        f"{output!r}: cancel it on the runner, or rerun the same command once it ended (its lease goes "
+        f"stale {STALE_AFTER_S / 60:g} minutes after this launcher stopped renewing it)"
+    )
 
 
 def take_lease(launch: Launch) -> OutputLease:

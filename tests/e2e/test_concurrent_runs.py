@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from bench.faults import start_like_a_terminal
 from pipelines.vesl import main, run
+from tests.runs import vesl_command
 from vesl.io.lease import LEASE_NAME, Lease
 from vesl.io.shard_writers import RawSample, write_webdataset
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
 N_SHARDS = 4
 
 
@@ -57,16 +58,7 @@ def argv(inputs: Path, out: Path, checkpoint: str, *extra: str, pattern: str = "
 
 
 def start(command_argv: list[str], delay_s: float) -> subprocess.Popen:
-    env = {**os.environ, "VESL_TEST_COMMIT_DELAY_S": str(delay_s), "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "pipelines.vesl", *command_argv],
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_like_a_terminal(vesl_command(*command_argv), {**os.environ, "VESL_TEST_COMMIT_DELAY_S": str(delay_s)})
 
 
 def wait_for(predicate, process: subprocess.Popen, timeout_s: float = 240) -> None:

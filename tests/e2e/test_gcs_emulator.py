@@ -14,7 +14,6 @@ import os
 import posixpath
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,13 +23,14 @@ import fsspec
 import pyarrow.parquet as pq
 import pytest
 
+from bench.faults import start_like_a_terminal
 from pipelines.vesl import UsageError, run
 from tests.gcs_emulator import EmulatorUnavailable, GcsEmulator
+from tests.runs import vesl_command
 from vesl.io.lease import LEASE_NAME, GcsLeaseStore, LeaseHeld, LeaseLost, OutputLease, check_holder, read_lease
 from vesl.sample import build_sample
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
 N_SHARDS = 3  # vesl.sample: two webdataset shards and one img2dataset parquet shard
 
 
@@ -182,16 +182,8 @@ def test_a_run_from_gs_to_gs_equals_a_local_run(gcs, gcs_run, local_run):
 def start(command_argv: list[str], gcs: GcsEmulator, delay_s: float, *runner: str) -> subprocess.Popen:
     """``python -m pipelines.vesl`` in its own session (so the test can kill it and its workers), talking
     to the emulator, each shard commit held ``delay_s`` (VESL's fault injection for these tests)."""
-    env = {**os.environ, **gcs.env(), "VESL_TEST_COMMIT_DELAY_S": str(delay_s), "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "pipelines.vesl", *command_argv, *runner],
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    env = {**os.environ, **gcs.env(), "VESL_TEST_COMMIT_DELAY_S": str(delay_s)}
+    return start_like_a_terminal(vesl_command(*command_argv, *runner), env)
 
 
 def wait_for(predicate: Callable[[], bool], process: subprocess.Popen, timeout_s: float = 240) -> None:

@@ -11,19 +11,9 @@ import time
 
 import pytest
 
+from bench.faults import group_gone, ignored_signals, start_like_a_terminal, uncommitted_leftovers, wait_for_a_commit
 from pipelines.vesl import run
-from tests.runs import (
-    argv,
-    build_inputs,
-    group_gone,
-    ignored_signals,
-    local_runner_args,
-    snapshot,
-    start_like_a_terminal,
-    uncommitted_leftovers,
-    vesl_command,
-    wait_for_a_commit,
-)
+from tests.runs import argv, local_runner_args, snapshot, vesl_command
 
 pytestmark = pytest.mark.slow
 
@@ -31,20 +21,6 @@ pytestmark = pytest.mark.slow
 # main process alone.
 CASES = [("in-process", "SIGINT", "group"), ("in-process", "SIGTERM", "process")]
 CASES += [("worker processes", "SIGINT", "group"), ("worker processes", "SIGTERM", "process")]
-
-
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory, photo_samples):
-    root = tmp_path_factory.mktemp("interrupts") / "input"
-    build_inputs(root, photo_samples)
-    return root
-
-
-@pytest.fixture(scope="module")
-def clean(inputs, tiny_checkpoint):
-    out = inputs.parent / "clean"
-    run(argv(inputs, out, tiny_checkpoint, "--runner", "FnApiRunner"))
-    return snapshot(out)
 
 
 @pytest.mark.parametrize(("runner", "signal_name", "target"), CASES)

@@ -14,25 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.vesl import UsageError, run
-from tests.runs import N_SHARDS, argv, build_inputs, snapshot
+from tests.runs import N_SHARDS, argv, snapshot
 from vesl.io.readers import describe_endings
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory, photo_samples):
-    root = tmp_path_factory.mktemp("resume") / "input"
-    build_inputs(root, photo_samples)
-    return root
-
-
-@pytest.fixture(scope="module")
-def clean(inputs, tiny_checkpoint):
-    out = inputs.parent / "clean"
-    run(argv(inputs, out, tiny_checkpoint, "--runner", "FnApiRunner"))
-    return snapshot(out)
 
 
 def test_clean_run_commits_every_shard_and_rejects_the_poisoned_one(clean):
