@@ -14,18 +14,24 @@ import json
 import sys
 
 from vesl.config import PHRASE_MODES, PhraseConfig
+from vesl.text.ngrams import MAX_NUM_QUERIES
 from vesl.text.phrases import PhraseExtractor
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mode", default="both", choices=[*PHRASE_MODES, "nltk"])
-    parser.add_argument("--max-phrases", type=int, default=None, help="default 20 (300 for ngrams)")
+    parser.add_argument("--mode", default=PhraseConfig.mode, choices=[*PHRASE_MODES, "nltk"])
+    parser.add_argument(
+        "--max-phrases",
+        type=int,
+        default=None,
+        help=f"default {PhraseConfig.max_phrases} ({MAX_NUM_QUERIES} for ngrams)",
+    )
     parser.add_argument("--dedupe", choices=["on", "off"], default=None)
     parser.add_argument("--referring-expressions", action="store_true")
-    parser.add_argument("--batch", type=int, default=256, help="captions parsed together")
+    parser.add_argument("--batch", type=int, default=PhraseConfig.spacy_batch_size, help="captions parsed together")
     args = parser.parse_args(argv)
-    max_phrases = args.max_phrases or (300 if args.mode == "ngrams" else 20)
+    max_phrases = args.max_phrases or (MAX_NUM_QUERIES if args.mode == "ngrams" else PhraseConfig.max_phrases)
     dedupe = None if args.dedupe is None else args.dedupe == "on"
     extractor = PhraseExtractor(
         PhraseConfig(

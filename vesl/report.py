@@ -319,9 +319,10 @@ def draw_regions(image_bytes: bytes, regions: Sequence[dict], max_side: int = 36
     """The image with its boxes and phrases drawn, as a data: URL (JPEG)."""
     from PIL import ImageDraw
 
+    from vesl.config import DetectConfig
     from vesl.vision.decode import decode_image
 
-    image = decode_image(image_bytes, 89_478_485).image
+    image = decode_image(image_bytes, DetectConfig.max_image_pixels).image
     scale = max_side / max(image.size)
     if scale < 1:
         image = image.resize((round(image.width * scale), round(image.height * scale)))

@@ -13,11 +13,12 @@ import re
 
 import nltk
 
+from vesl.config import PhraseConfig
 from vesl.records import Phrase
 from vesl.text.wordlists import generic_words, stopwords_en
 
 SOURCE = "ngram"
-MAX_NGRAM_LEN = 10
+MAX_NGRAM_LEN = PhraseConfig.max_ngram_len
 MAX_NUM_QUERIES = 300
 _WORD = re.compile(r"\S+")
 

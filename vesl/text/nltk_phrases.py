@@ -25,6 +25,7 @@ from functools import cache
 
 import nltk
 
+from vesl.config import PhraseConfig
 from vesl.records import Phrase
 from vesl.text.wordlists import generic_words, stopwords_en
 
@@ -185,7 +186,7 @@ def chunk_tagged(
     return phrases
 
 
-def cloc_noun_phrases(caption: str, max_phrases: int = 20) -> list[Phrase]:
+def cloc_noun_phrases(caption: str, max_phrases: int = PhraseConfig.max_phrases) -> list[Phrase]:
     """CLOC's ``find_noun_phrases(caption)``, returning spans too. Order and duplicates as the listing."""
     lowered, offsets = lower_with_offsets(caption)
     tokens, spans = tokenize_with_spans(lowered)

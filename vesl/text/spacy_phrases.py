@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from functools import cache
 
+from vesl.config import PhraseConfig
 from vesl.records import Phrase
 from vesl.text.wordlists import abstract_nouns, generic_words, partitive_nouns, relational_nouns, stopwords_en
 
@@ -370,7 +371,11 @@ def referring_expression(doc, start: int, end: int) -> tuple[int, int]:
 
 
 def noun_chunk_phrases(
-    doc, max_phrases: int = 20, drop_abstract: bool = True, expand: bool = False, table: TokenTable | None = None
+    doc,
+    max_phrases: int = PhraseConfig.max_phrases,
+    drop_abstract: bool = True,
+    expand: bool = False,
+    table: TokenTable | None = None,
 ) -> list[Phrase]:
     """Noun chunks of a parsed caption (pronouns, all-stopword/generic and, with ``drop_abstract``,
     abstract-noun chunks skipped). With ``expand``, each chunk becomes its referring expression and
@@ -408,7 +413,11 @@ def _grammar_tag(table: TokenTable, i: int) -> str:
 
 
 def cloc_grammar_phrases(
-    doc, max_phrases: int = 20, source: str = "cloc", table: TokenTable | None = None, drop_abstract: bool = False
+    doc,
+    max_phrases: int = PhraseConfig.max_phrases,
+    source: str = "cloc",
+    table: TokenTable | None = None,
+    drop_abstract: bool = False,
 ) -> list[Phrase]:
     """CLOC's listing steps on spaCy's tokens and fine tags (one parse serves both sources):
     generic web words dropped, ``NP: {<DT>?<JJ.*>*<NN.*>+}`` chunked (the fast matcher), all-stopword
@@ -435,6 +444,6 @@ def cloc_grammar_phrases(
     ][:max_phrases]
 
 
-def parse_many(nlp, captions: Iterable[str], batch_size: int = 256) -> list:
+def parse_many(nlp, captions: Iterable[str], batch_size: int = PhraseConfig.spacy_batch_size) -> list:
     with single_threaded_blas(nlp):
         return list(nlp.pipe(captions, batch_size=batch_size))

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from vesl.config import DetectConfig
 from vesl.training.patches import patch_masks, patch_region_index
 from vesl.training.transforms import TrainingTransform
 from vesl.vision.decode import decode_image
@@ -133,7 +134,7 @@ class VeslRegionDataset(IterableDataset):
         world_size: int | None = None,
         skip_images_without_regions: bool = False,
         image_loader: Callable[[dict], bytes] | None = None,
-        max_image_pixels: int = 89_478_485,
+        max_image_pixels: int = DetectConfig.max_image_pixels,
         remainder: str = "drop",
     ):
         self.files = expand_sources(source)
