@@ -1,11 +1,14 @@
 """Run by the tests under the TensorFlow venv (tests/tf_venv.sh), never in VESL's own venv:
 
     python tests/tf_checks.py PATTERN [--include_image]
+    python tests/tf_checks.py PATTERN --patch-vocabulary FILE SIZE/PATCH CROP REDUCTION
 
 Reads VESL's TFRecords with TensorFlow: through VESL's tf.data reader (vesl.training.tfdata) and
 with a bare tf.data.TFRecordDataset + tf.io.parse_single_example, and prints, per Example, every
 feature as JSON (bytes as hex, floats as their float32 bit patterns) so the caller can compare them
-bit for bit with what VESL's own numpy reader gives.
+bit for bit with what VESL's own numpy reader gives. With ``--patch-vocabulary`` it prints instead,
+per key, the patch class targets ``vesl_tf_dataset(..., patch_classes=...)`` adds (as the non-zero
+entries of the union targets, or the majority grid).
 """
 
 from __future__ import annotations
@@ -13,11 +16,26 @@ from __future__ import annotations
 import json
 import struct
 import sys
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from vesl.training.tfdata import FEATURE_TYPES, vesl_tf_dataset
+from vesl.patchseg.targets import PatchGrid
+from vesl.patchseg.vocabulary import Vocabulary
+from vesl.training.patches import PatchClassTargets
+from vesl.training.tfdata import FEATURE_TYPES, PATCH_CLASSES_KEY, vesl_tf_dataset
+
+
+def patch_classes(pattern: str, vocabulary: str, grid: str, crop: str, reduction: str) -> None:
+    size, patch = map(int, grid.split("/"))
+    names = Vocabulary.parse(Path(vocabulary).read_text(encoding="utf-8"))  # this venv has no fsspec
+    targets = PatchClassTargets(names, PatchGrid(size, patch), reduction, crop)
+    out = {}
+    for example in vesl_tf_dataset(pattern, patch_classes=targets).as_numpy_iterator():
+        value = example[PATCH_CLASSES_KEY]
+        out[example["image/key"].decode()] = np.argwhere(value).tolist() if reduction == "union" else value.tolist()
+    print(json.dumps({"tensorflow": tf.__version__, "patch_classes": out}))
 
 
 def plain(value) -> object:
@@ -32,6 +50,9 @@ def plain(value) -> object:
 
 def main() -> None:
     pattern = sys.argv[1]
+    if "--patch-vocabulary" in sys.argv:
+        at = sys.argv.index("--patch-vocabulary")
+        return patch_classes(pattern, *sys.argv[at + 1 : at + 5])
     include_image = "--include_image" in sys.argv
     through_vesl = [
         {k: plain(v) for k, v in example.items()}

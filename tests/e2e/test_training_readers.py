@@ -4,6 +4,7 @@ TensorFlow is installed) and the numpy reader, the GRIT and COCO exports, the re
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import subprocess
@@ -15,15 +16,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader
 
 from pipelines.vesl import run
+from tests.unit.test_outputs import write_shard
+from tests.unit.test_patchseg_export import CLASSES, jpeg, labeled
 from vesl.evaluate import evaluate
 from vesl.export import GRIT_SCHEMA, export_coco, export_grit, iter_labeled
 from vesl.io.shard_writers import RawSample, write_webdataset
+from vesl.patchseg.targets import PatchGrid
+from vesl.patchseg.vocabulary import Vocabulary
 from vesl.records import ImageRecord, LabeledImage, Region
 from vesl.report import build_report
-from vesl.training.tfdata import iter_numpy_examples
+from vesl.training.patches import PatchClassTargets
+from vesl.training.tfdata import example_patch_classes, iter_numpy_examples
 from vesl.training.torch_dataset import VeslRegionDataset, collate_regions
 
 pytestmark = pytest.mark.slow
@@ -130,6 +137,75 @@ def test_dataset_explains_missing_image_bytes(tmp_path, output):
     pq.write_table(table.drop(["image"]), tmp_path / "noimages.parquet")
     with pytest.raises(ValueError, match="--write_image_bytes"):
         next(iter(VeslRegionDataset(str(tmp_path / "noimages.parquet"))))
+
+
+@pytest.fixture(scope="module")
+def region_output(tmp_path_factory, photo_samples) -> tuple[Path, str]:
+    """An output folder of portrait and landscape photos (with their bytes) whose regions overlap at
+    every size and name classes of a 4-class vocabulary (or none); and that vocabulary's file."""
+    root = tmp_path_factory.mktemp("patch-classes")
+    photos = [Image.open(io.BytesIO(p.image)).convert("RGB") for p in photo_samples]
+    items = []
+    for i, size in enumerate([(301, 157), (97, 233), (256, 256), (640, 479), (33, 65), (120, 200)]):
+        data = jpeg(photos[i % len(photos)].resize(size))
+        items.append(labeled(f"r{i}", "/in/regions.tar", i, data, size, seed=i))
+    write_shard(root / "out", "/in/regions.tar", items, [], row_group=2)
+    vocabulary = root / "classes.txt"
+    vocabulary.write_text("\n".join(CLASSES) + "\n", encoding="utf-8")
+    return root / "out", str(vocabulary)
+
+
+def expected_patch_classes(output, vocabulary: str, grid: PatchGrid, crop: str, reduction: str) -> dict:
+    targets = PatchClassTargets(Vocabulary.load(vocabulary), grid, reduction, crop)
+    expected = {}
+    for item in iter_labeled(str(output)):
+        boxes = [r.box for r in item.regions]
+        phrases = [r.phrase for r in item.regions]
+        expected[item.record.key] = targets(boxes, phrases, item.record.width, item.record.height)
+    return expected
+
+
+@pytest.mark.parametrize(("mode", "crop"), [("center_crop", "center"), ("pad_bottom_right", "letterbox")])
+def test_torch_reader_gives_patch_seg_class_targets_of_every_region(region_output, mode, crop):
+    output, vocabulary_file = region_output
+    vocabulary = Vocabulary.load(vocabulary_file)
+    expected = expected_patch_classes(output, vocabulary_file, PatchGrid(64, 16), crop, "union")
+    assert all(t[..., 1:].sum() for t in expected.values())  # every image has a matched region
+    dataset = VeslRegionDataset(
+        str(output), size=64, mode=mode, regions_per_image=2, patch_size=16, patch_vocabulary=vocabulary
+    )
+    loader = DataLoader(dataset, batch_size=2, num_workers=2, collate_fn=collate_regions)
+    seen = set()
+    for batch in loader:
+        assert batch["patch_classes"].shape[1:] == (4, 4, len(vocabulary) + 1)
+        for key, got in zip(batch["key"], batch["patch_classes"]):
+            np.testing.assert_array_equal(got.numpy(), expected[key])
+            seen.add(key)
+    assert seen == set(expected)
+    with pytest.raises(ValueError, match="mode"):
+        VeslRegionDataset(str(output), size=64, mode="pad_center", patch_size=16, patch_vocabulary=vocabulary)
+
+
+def test_tf_data_gives_the_same_patch_class_targets(region_output, tf_python):
+    output, vocabulary = region_output
+    pattern = str(output / "tfrecord" / "*.tfrecord")
+    for crop, reduction in (("center", "union"), ("none", "majority")):
+        expected = expected_patch_classes(output, vocabulary, PatchGrid(64, 16), crop, reduction)
+        script = str(ROOT / "tests" / "tf_checks.py")
+        done = subprocess.run(
+            [tf_python, script, pattern, "--patch-vocabulary", vocabulary, "64/16", crop, reduction],
+            env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        got = json.loads(done.stdout.strip().splitlines()[-1])["patch_classes"]
+        form = (lambda t: np.argwhere(t).tolist()) if reduction == "union" else (lambda t: t.tolist())
+        assert got == {key: form(t) for key, t in expected.items()}
+        targets = PatchClassTargets(Vocabulary.load(vocabulary), PatchGrid(64, 16), reduction, crop)
+        numpy_side = {e["image/key"].decode(): example_patch_classes(e, targets) for e in iter_numpy_examples(pattern)}
+        assert {k: form(t) for k, t in numpy_side.items()} == got
 
 
 def test_numpy_reader_and_tf_data(output, tf_python, tmp_path):

@@ -27,7 +27,12 @@ sides = st.integers(min_value=8, max_value=2000)
 )
 def test_boxes_round_trip_and_stay_inside(width, height, mode, size, x0, y0, dw, dh):
     transform = TrainingTransform(size, mode)
-    stored = np.array([[x0, y0, x0 + dw, y0 + dh]], np.float32)
+    stored = np.array([[x0, y0, x0 + dw, y0 + dh]], np.float64)
+    if mode == "center_crop":  # a box inside the centre square (the rest is clipped: no round trip)
+        side = min(width, height)
+        left, top = (width - side) // 2, (height - side) // 2
+        stored = (stored * side + [left, top, left, top]) / [width, height, width, height]
+    stored = stored.astype(np.float32)
     px = transform.boxes(stored, width, height)
     assert (px >= 0).all() and (px <= size).all()
     np.testing.assert_allclose(transform.to_stored(px, width, height), stored, atol=1e-5)
@@ -52,6 +57,14 @@ def test_pad_center_matches_tensorflow_resize_with_pad_geometry():
     assert (p.content_width, p.content_height, p.offset_x, p.offset_y) == (224, 149, 0, 37)
     q = TrainingTransform(224, "pad_bottom_right").placement(640, 427)
     assert (q.offset_x, q.offset_y) == (0, 0)
+
+
+def test_center_crop_is_patch_segs_square():
+    # 640 x 427: the square is 427 px from x = (640 - 427) // 2 = 106; a box on that square's left
+    # half lands on the input's left half, one outside the square is clipped to its edge
+    transform = TrainingTransform(224, "center_crop")
+    stored = np.array([[106 / 640, 0, (106 + 213.5) / 640, 1], [0, 0, 100 / 640, 0.5]])
+    np.testing.assert_allclose(transform.boxes(stored, 640, 427), [[0, 0, 112, 224], [0, 0, 0, 112]], atol=1e-3)
 
 
 def test_patch_targets():

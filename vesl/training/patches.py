@@ -3,12 +3,19 @@ covers.
 
 A patch belongs to a region when its centre lies inside the region's box (boxes in training pixels).
 ``patch_region_index`` gives, per patch, the index of the smallest region containing its centre (the
-most specific one), or -1.
+most specific one), or -1. ``PatchClassTargets`` gives patch-seg's per-patch class targets (Locality
+Alignment's benchmark) from the regions' phrases through a class vocabulary.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
 import numpy as np
+
+from vesl.patchseg.targets import PatchGrid, patch_targets
+from vesl.patchseg.vocabulary import Matcher, Vocabulary
 
 
 def patch_centres(size: int, patch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -41,3 +48,54 @@ def patch_region_index(boxes_px: np.ndarray, size: int, patch: int, valid: np.nd
     index = cost.argmin(axis=0).astype(np.int32)
     index[~masks.any(axis=0)] = -1
     return index
+
+
+READER_CROPS = {"center_crop": "center", "pad_bottom_right": "letterbox", "resize": "none"}
+
+
+@dataclass(frozen=True)
+class PatchClassTargets:
+    """Per-patch class targets of a whole image in patch-seg's geometry (``vesl.patchseg.targets``):
+    each region's phrase through the vocabulary (a ``Vocabulary``, matched by head noun, or your own
+    ``Matcher``, e.g. with the detector's text embedding), unmatched regions left out, every region of
+    the image (not only the ones sampled for the contrastive loss). ``union`` gives ``(G, G, C)`` bool
+    with ``C = len(vocabulary) + 1`` (0 = unlabeled), ``majority`` ``(G, G)`` class ids."""
+
+    vocabulary: Vocabulary | Matcher
+    grid: PatchGrid
+    reduction: str = "union"
+    crop: str = "center"
+    matcher: Matcher = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        vocabulary = self.vocabulary
+        object.__setattr__(self, "matcher", vocabulary if isinstance(vocabulary, Matcher) else Matcher(vocabulary))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.matcher.vocabulary) + 1
+
+    def classes(self, phrases: Sequence[str]) -> np.ndarray:
+        """Class id per phrase, 0 where the vocabulary has none."""
+        ids = [m.class_index for m in self.matcher.match_many(phrases)]
+        return np.array([0 if i is None else i for i in ids], np.int64)
+
+    def __call__(self, boxes, phrases: Sequence[str], width: int, height: int) -> np.ndarray:
+        classes = self.classes(phrases)
+        matched = classes > 0
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)[matched]
+        return patch_targets(
+            boxes, classes[matched], width, height, self.grid, self.num_classes, self.reduction, self.crop
+        )
+
+
+def reader_patch_classes(
+    vocabulary: Vocabulary | Matcher, size: int, patch: int, mode: str, reduction: str = "union"
+) -> PatchClassTargets:
+    """The targets that line up with a training reader's input: its mode decides the crop."""
+    if mode not in READER_CROPS:
+        raise ValueError(
+            f"patch class targets need the reader's mode to be one of {sorted(READER_CROPS)} "
+            f"(patch-seg's geometry has no centred letterbox), got {mode!r}"
+        )
+    return PatchClassTargets(vocabulary, PatchGrid(size, patch), reduction, READER_CROPS[mode])

@@ -17,10 +17,12 @@ import numpy as np
 from vesl.io.tfexample import decode_example
 from vesl.io.tfrecord import read_tfrecord_file
 from vesl.schema import FieldSpec, TFKeys, tf_feature_types
+from vesl.training.patches import PatchClassTargets
 
 # Per key: ("bytes" | "float" | "int64", scalar?) -- scalars are one value per image, lists one per
 # region/phrase. Leaves out the image bytes (tf_feature_spec adds them on request) and the provenance.
 FEATURE_TYPES: dict[str, tuple[str, bool]] = tf_feature_types()
+BOX_KEYS = (TFKeys.BBOX_XMIN, TFKeys.BBOX_YMIN, TFKeys.BBOX_XMAX, TFKeys.BBOX_YMAX)
 
 
 def tf_feature_spec(include_image: bool = False, *, fields: Sequence[FieldSpec] | None = None):
@@ -45,10 +47,17 @@ def parse_example(serialized, include_image: bool = False):
     return {k: tf.sparse.to_dense(v) if isinstance(v, tf.sparse.SparseTensor) else v for k, v in parsed.items()}
 
 
-def vesl_tf_dataset(source: str, include_image: bool = False, compression: str | None = None):
+def vesl_tf_dataset(
+    source: str,
+    include_image: bool = False,
+    compression: str | None = None,
+    patch_classes: PatchClassTargets | None = None,
+):
     """A ``tf.data`` dataset of parsed Examples from a glob or file (listed with ``tf.io.gfile``), or from a
     VESL output folder or any folder (its committed TFRecord files, listed with fsspec:
-    ``vesl.io.outputs.source_files``)."""
+    ``vesl.io.outputs.source_files``). ``patch_classes`` adds ``PATCH_CLASSES_KEY``: patch-seg's
+    per-patch class targets of each image (``vesl.training.patches.PatchClassTargets``; pick its crop
+    to match the image preprocessing you apply)."""
     import tensorflow as tf
 
     if any(c in source for c in "*?[") or (tf.io.gfile.exists(source) and not tf.io.gfile.isdir(source)):
@@ -59,9 +68,39 @@ def vesl_tf_dataset(source: str, include_image: bool = False, compression: str |
         files = source_files(source, "tfrecord")
     if compression is None:
         compression = "GZIP" if any(f.endswith(".gz") for f in files) else ""
-    return tf.data.TFRecordDataset(files, compression_type=compression).map(
+    dataset = tf.data.TFRecordDataset(files, compression_type=compression).map(
         lambda x: parse_example(x, include_image), num_parallel_calls=tf.data.AUTOTUNE
     )
+    if patch_classes is not None:
+        dataset = dataset.map(lambda e: with_patch_classes(e, patch_classes), num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset
+
+
+PATCH_CLASSES_KEY = "patch/classes"
+
+
+def example_patch_classes(example: dict, targets: PatchClassTargets) -> np.ndarray:
+    """An Example's (numpy reader's or tf.data's, as numpy) patch class targets."""
+    boxes = np.stack([np.asarray(example[k], np.float64) for k in BOX_KEYS], axis=-1).reshape(-1, 4)
+    phrases = [p.decode("utf-8") if isinstance(p, bytes) else str(p) for p in example[TFKeys.OBJECT_TEXT]]
+    return targets(boxes, phrases, int(example[TFKeys.WIDTH]), int(example[TFKeys.HEIGHT]))
+
+
+def with_patch_classes(example: dict, targets: PatchClassTargets) -> dict:
+    """Adds ``PATCH_CLASSES_KEY`` to a parsed Example (computed in numpy through ``tf.numpy_function``:
+    the phrase matching is Python)."""
+    import tensorflow as tf
+
+    keys = [*BOX_KEYS, TFKeys.OBJECT_TEXT, TFKeys.WIDTH, TFKeys.HEIGHT]
+
+    def compute(*values):
+        return example_patch_classes(dict(zip(keys, values)), targets)
+
+    union = targets.reduction == "union"
+    out = tf.numpy_function(compute, [example[k] for k in keys], tf.bool if union else tf.int64, stateful=False)
+    g = targets.grid.grid
+    out.set_shape((g, g, targets.num_classes) if union else (g, g))
+    return {**example, PATCH_CLASSES_KEY: out}
 
 
 def iter_numpy_examples(

@@ -17,7 +17,10 @@ shuffle buffer mixes images. ``skip_images_without_regions`` filters after the s
 then differ by the images skipped: for DDP, drop them at write time (``--drop_images_without_regions``). Each image yields up to ``regions_per_image`` regions sampled without replacement
 (CLOC sampled 4), padded to that count with ``valid`` False, boxes in training-input pixels
 (``vesl.training.transforms``), and, with ``patch_size``, patch-level targets
-(``vesl.training.patches``). Images come from the Parquet ``image`` column (runs with
+(``vesl.training.patches``); with ``patch_vocabulary`` also patch-seg's per-patch class targets of the
+whole image (``patch_classes``: ``union`` (G, G, C) bool or ``majority`` (G, G) class ids; the
+reader's mode decides the crop: ``center_crop`` is patch-seg's, ``pad_bottom_right`` the detector's
+letterbox, ``resize`` none). Images come from the Parquet ``image`` column (runs with
 ``--write_image_bytes true``) or from ``image_loader(row) -> bytes``.
 """
 
@@ -30,7 +33,8 @@ from typing import Any
 import numpy as np
 
 from vesl.config import DetectConfig
-from vesl.training.patches import patch_masks, patch_region_index
+from vesl.patchseg.vocabulary import Matcher, Vocabulary
+from vesl.training.patches import patch_masks, patch_region_index, reader_patch_classes
 from vesl.training.transforms import TrainingTransform
 from vesl.vision.decode import decode_image
 
@@ -136,7 +140,16 @@ class VeslRegionDataset(IterableDataset):
         image_loader: Callable[[dict], bytes] | None = None,
         max_image_pixels: int = DetectConfig.max_image_pixels,
         remainder: str = "drop",
+        patch_vocabulary: Vocabulary | Matcher | None = None,
+        patch_reduction: str = "union",
     ):
+        if patch_vocabulary is not None and not patch_size:
+            raise ValueError("patch_vocabulary needs patch_size (the backbone's patch, e.g. 16)")
+        self.patch_classes = (
+            reader_patch_classes(patch_vocabulary, size, patch_size, mode, patch_reduction)
+            if patch_vocabulary is not None
+            else None
+        )
         self.files = expand_sources(source)
         self.transform = TrainingTransform(size, mode)
         self.regions_per_image = regions_per_image
@@ -250,6 +263,10 @@ class VeslRegionDataset(IterableDataset):
             index = patch_region_index(boxes, self.transform.size, self.patch_size, valid)
             example["patch_masks"] = torch.from_numpy(masks) if torch else masks
             example["patch_region_index"] = torch.from_numpy(index.astype(np.int64)) if torch else index
+        if self.patch_classes is not None:
+            every = [r["box"] for r in regions], [r["phrase"] for r in regions]
+            targets = self.patch_classes(*every, width, height)
+            example["patch_classes"] = torch.from_numpy(targets) if torch else targets
         return example
 
 

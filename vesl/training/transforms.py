@@ -10,6 +10,8 @@ Modes:
   as TensorFlow does; checked on golden values TensorFlow produced). Where TensorFlow refuses (a side
   that resizes to 0 px), VESL keeps 1 px.
 - ``pad_bottom_right``: keep the aspect ratio, image in the top-left corner (OWL's detector input).
+- ``center_crop``: the largest centred square (offset ``(long - short) // 2``), resized to size x size:
+  patch-seg's geometry (Locality Alignment's benchmark); boxes outside the square are clipped to it.
 """
 
 from __future__ import annotations
@@ -21,17 +23,18 @@ from PIL import Image
 
 from vesl.vision.geometry import content_size
 
-MODES = ("resize", "pad_center", "pad_bottom_right")
+MODES = ("resize", "pad_center", "pad_bottom_right", "center_crop")
 
 
 @dataclass(frozen=True)
 class Placement:
-    """Where the original image lands in the training input, in training pixels."""
+    """Where the original image lands in the training input, in training pixels (``center_crop``: the
+    whole image's extent, partly outside the input, so a float)."""
 
     offset_x: float
     offset_y: float
-    content_width: int
-    content_height: int
+    content_width: float
+    content_height: float
 
 
 def tf_resize_with_pad_placement(width: int, height: int, size: int) -> Placement:
@@ -61,16 +64,26 @@ class TrainingTransform:
             return Placement(0, 0, size, size)
         if self.mode == "pad_center":
             return tf_resize_with_pad_placement(width, height, size)
+        if self.mode == "center_crop":
+            side = min(width, height)
+            scale = size / side
+            left, top = (width - side) // 2, (height - side) // 2
+            return Placement(-left * scale, -top * scale, width * scale, height * scale)
         cw, ch = content_size(width, height, size)
         return Placement(0, 0, cw, ch)
 
     def image(self, image: Image.Image) -> np.ndarray:
         """RGB image -> ``size x size x 3`` uint8."""
+        if self.mode == "center_crop":
+            side = min(image.width, image.height)
+            left, top = (image.width - side) // 2, (image.height - side) // 2
+            square = image.crop((left, top, left + side, top + side))
+            return np.asarray(square.resize((self.size, self.size), Image.Resampling.BILINEAR), np.uint8)
         p = self.placement(image.width, image.height)
-        resized = image.resize((p.content_width, p.content_height), Image.Resampling.BILINEAR)
+        resized = image.resize((int(p.content_width), int(p.content_height)), Image.Resampling.BILINEAR)
         canvas = np.full((self.size, self.size, 3), self.pad_value, np.uint8)
         x, y = int(p.offset_x), int(p.offset_y)
-        canvas[y : y + p.content_height, x : x + p.content_width] = np.asarray(resized, np.uint8)
+        canvas[y : y + resized.height, x : x + resized.width] = np.asarray(resized, np.uint8)
         return canvas
 
     def boxes(self, stored: np.ndarray, width: int, height: int) -> np.ndarray:
