@@ -3,6 +3,9 @@
     python -m vesl.export grit OUTPUT_DIR DEST.parquet [--limit N]   # GRIT-compatible rows (snappy Parquet)
     python -m vesl.export coco OUTPUT_DIR DEST.json [--limit N]      # COCO-style detection JSON
     python -m vesl.export coco-results OUTPUT_DIR DEST.json --gt instances.json   # a COCO results file
+    python -m vesl.export patchseg OUTPUT_DIR DEST --vocabulary FILE|coco_things|coco_stuff
+        [--validation-fraction 0.1] [--split-salt TEXT] [--limit N]      # patch-seg's dataset layout
+    python -m vesl.export vocabulary OUTPUT_DIR DEST.txt [--top 255]     # frequent phrase heads as a vocabulary
 
 GRIT rows: GRIT-20M's published Parquet schema exactly (columns, order and types: key,
 clip_similarity_vitb32, clip_similarity_vitl14, id, url, caption, width, height, noun_chunks,
@@ -23,6 +26,21 @@ file name without extension (VESL's key; img2dataset keys of COCO URLs are those
 that is the image id's number. A region's category is the ground-truth category its phrase names: the
 phrase ends with the category's name, singular or plural ("two black cats" -> cat, "a traffic light"
 -> traffic light). Regions of unmatched images or naming no category are left out and counted.
+
+patch-seg (``vesl.patchseg.export``): the layout patch-seg's ADE20k dataset class reads, for Locality
+Alignment's patch-level probe: ``DEST/images/{training,validation}/STEM.jpg`` beside
+``DEST/annotations/{training,validation}/STEM.png`` (uint8, value = class index, 0 = unlabeled; each
+region's phrase mapped to a class by the vocabulary, unmatched regions not painted, larger boxes
+painted first), ``index_to_class.json``, ``keys.jsonl`` (key -> file stem: keys are not file names),
+``skipped.jsonl`` and ``class_counts.json``/``.csv`` (per class regions, images, pixels; matches by
+kind; images written per split and skipped by reason, which add up to the rows read). The split is a
+hash of the key, so a key stays in its split across runs. Images come from the output's bytes
+(``--write_image_bytes true``) or else from the input shards; a JPEG is copied as it is, anything else
+(or a JPEG with an EXIF turn) re-encoded at quality 95. A vocabulary of more than 255 classes is one
+line of error and exit status 2, before any work.
+
+Vocabulary (``vesl.patchseg.vocabulary.write_frequent_heads``): the ``--top`` most frequent head nouns of
+the output's region phrases, one a line: a vocabulary file for ``patchseg --vocabulary``.
 """
 
 from __future__ import annotations
@@ -36,6 +54,7 @@ from typing import Any
 import pyarrow as pa
 
 from vesl.io.outputs import OutputFolder, is_output_folder, read_rows
+from vesl.patchseg.vocabulary import add_matching_arguments
 from vesl.records import LabeledImage
 from vesl.schema import from_parquet_row
 from vesl.training.torch_dataset import expand_sources
@@ -211,23 +230,90 @@ def export_coco(output_dir: str, dest: str, limit: int | None = None) -> int:
     return len(items)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("format", choices=["grit", "coco", "coco-results"])
-    parser.add_argument("output_dir")
-    parser.add_argument("dest")
-    parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--gt", default=None, help="coco-results: the COCO ground-truth JSON (instances_*.json)")
-    args = parser.parse_args(argv)
-    if args.format == "coco-results":
-        if not args.gt:
-            parser.error("coco-results needs --gt")
-        counts = export_coco_results(args.output_dir, args.dest, args.gt, args.limit)
-        print(f"{args.dest}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-        return 0
+def _export_patchseg(args: argparse.Namespace) -> int:
+    """The patchseg subcommand: a problem found before any work (the vocabulary unreadable or too large,
+    DEST not empty) is one line and exit status 2; 1 when the counts do not balance."""
+    from vesl.patchseg.export import ExportError, export_patchseg, load_vocabulary
+    from vesl.patchseg.vocabulary import matcher_from_arguments
+
+    try:
+        vocabulary = load_vocabulary(args.vocabulary)
+    except (ValueError, OSError) as exc:
+        print(f"error: vocabulary {args.vocabulary}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        counts = export_patchseg(
+            args.output_dir,
+            args.dest,
+            vocabulary,
+            args.validation_fraction,
+            args.split_salt,
+            args.limit,
+            matcher=matcher_from_arguments(args.parser, args, vocabulary),
+            vocabulary_name=args.vocabulary,
+        )
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(counts.summary(args.dest))
+    return 0 if counts.balanced else 1
+
+
+def _export_vocabulary(args: argparse.Namespace) -> int:
+    from vesl.patchseg.vocabulary import write_frequent_heads
+
+    n = write_frequent_heads(args.output_dir, args.dest, args.top)
+    print(f"{args.dest}: {n} heads")
+    return 0
+
+
+def _export_coco_results(args: argparse.Namespace) -> int:
+    counts = export_coco_results(args.output_dir, args.dest, args.gt, args.limit)
+    print(f"{args.dest}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
+def _export_rows(args: argparse.Namespace) -> int:
     n = (export_grit if args.format == "grit" else export_coco)(args.output_dir, args.dest, args.limit)
     print(f"{args.dest}: {n} images")
     return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="format", required=True, metavar="FORMAT")
+
+    def command(name: str, run, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help)
+        sub.add_argument("output_dir")
+        sub.add_argument("dest")
+        sub.set_defaults(run=run)
+        return sub
+
+    for name, help in (("grit", "GRIT-compatible rows (Parquet)"), ("coco", "COCO-style detection JSON")):
+        command(name, _export_rows, help).add_argument("--limit", type=int, default=None)
+    results = command("coco-results", _export_coco_results, "a COCO results file (COCO.loadRes)")
+    results.add_argument("--gt", required=True, help="the COCO ground-truth JSON (instances_*.json)")
+    results.add_argument("--limit", type=int, default=None)
+    patchseg = command("patchseg", _export_patchseg, "patch-seg's dataset layout (images + label PNGs)")
+    patchseg.add_argument(
+        "--vocabulary", required=True, help="class vocabulary: a file, or coco_things / coco_stuff (bundled)"
+    )
+    patchseg.add_argument("--validation-fraction", type=float, default=0.1, help="share of keys in validation/")
+    patchseg.add_argument("--split-salt", default="", help="another split of the same keys (default: none)")
+    patchseg.add_argument("--limit", type=int, default=None, help="read at most N rows")
+    add_matching_arguments(patchseg)
+    patchseg.set_defaults(parser=patchseg)
+    vocabulary = command("vocabulary", _export_vocabulary, "the output's most frequent phrase heads, one a line")
+    vocabulary.add_argument(
+        "--top", type=int, default=255, help="how many heads (default 255: the most a patch-seg PNG holds)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
 
 
 if __name__ == "__main__":

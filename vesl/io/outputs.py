@@ -295,3 +295,52 @@ def iter_rejects(path: str) -> Iterator[dict]:
         for line in f:
             if line.strip():
                 yield json.loads(line)
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    """A row's image bytes read back from its input shard, or why they could not be (``data`` None)."""
+
+    row: dict
+    data: bytes | None
+    why: str = ""  # "no_source_shard", "input_unreadable" or "not_in_input" when ``data`` is None
+    detail: str = ""
+
+
+def iter_source_images(rows: Iterable[dict]) -> Iterator[SourceImage]:
+    """The image bytes of rows written without them, read back from their input shards (``source_shard``,
+    ``source_index`` and ``key`` must match): each input shard is read once, in order, and stops being
+    read once its rows are found; a row is given back as soon as its record is read, so only the rows
+    (not their images) wait in memory. Every row comes back exactly once, with ``data`` None and a reason
+    when its shard is not readable from here or no longer holds it. The report's gallery and the
+    patch-seg export read images this way. Needs the readers (not part of a reader-only install)."""
+    wanted: dict[str, dict[int, dict]] = {}
+    for row in rows:
+        if not row.get("source_shard"):
+            yield SourceImage(row, None, "no_source_shard", "the row records no input shard")
+            continue
+        wanted.setdefault(row["source_shard"], {})[row["source_index"]] = row
+    for shard, indices in wanted.items():
+        yield from _shard_images(shard, indices)
+
+
+def _shard_images(shard: str, indices: dict[int, dict]) -> Iterator[SourceImage]:
+    """``indices``' rows with their bytes from one input shard; the rest with why (``indices`` is emptied)."""
+    from vesl.config import ReadConfig
+    from vesl.io.readers import read_shard
+    from vesl.records import ImageRecord, Reject
+
+    why, detail = "not_in_input", f"no record with this key and index in {shard}"
+    try:
+        for item in read_shard(shard, ReadConfig()):
+            if isinstance(item, ImageRecord) and item.index in indices and indices[item.index]["key"] == item.key:
+                yield SourceImage(indices.pop(item.index), item.image_bytes)
+                if not indices:  # this shard's wanted records are all found: stop reading it
+                    return
+            elif isinstance(item, Reject) and item.index < 0:  # the shard (or its rest) is not readable
+                why, detail = "input_unreadable", f"{shard}: {item.detail}"
+    except Exception as exc:  # the input moved or is not readable from here
+        why, detail = "input_unreadable", f"{shard}: {type(exc).__name__}: {exc}"
+    for row in indices.values():
+        yield SourceImage(row, None, why, detail)
+    indices.clear()
