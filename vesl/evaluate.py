@@ -1,6 +1,7 @@
 """How VESL's regions match human boxes (COCO-style ground truth).
 
     python -m vesl.evaluate --gt ../shared/data/coco_val2017/instances_val2017.json --output out/run [--iou 0.5]
+    python -m vesl.evaluate patches out/run --gt instances_val2017.json [--size 224 --patch 16]   # vesl.patchseg.score
 
 Images are matched by key: a ground-truth image matches a VESL row whose key equals its file name,
 its file name without extension, or its id. For every ground-truth box:
@@ -8,6 +9,9 @@ its file name without extension, or its id. For every ground-truth box:
 - named recall: some such region's phrase contains the category name (or its plural) as words.
 Reported per category and overall, with boxes per image on both sides. Meaningful with a real
 checkpoint; testable with injected regions.
+
+``patches``: a patch-level score of the regions against the human masks, in the terms of patch-seg
+(Locality Alignment's benchmark): ``vesl.patchseg.score``.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import json
 import re
 import sys
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -40,10 +44,18 @@ def _gt_keys(gt: dict[str, Any]) -> set[str]:
     }
 
 
-def evaluate(gt: dict[str, Any], labeled: Iterable[LabeledImage], iou: float = 0.5) -> dict[str, Any]:
-    # Only the rows the ground truth names are kept: ``labeled`` streams a whole output (millions of rows).
+def match_images(gt: dict[str, Any], labeled: Iterable[LabeledImage]) -> Iterator[tuple[dict, LabeledImage | None]]:
+    """Each ground-truth image with the VESL row whose key is its file name, that name without extension,
+    or its id (in that order of preference), or None. Only the rows the ground truth names are kept:
+    ``labeled`` streams a whole output (millions of rows)."""
     wanted = _gt_keys(gt)
     by_key = {item.record.key: item for item in labeled if item.record.key in wanted}
+    for image in gt["images"]:
+        name = image["file_name"]
+        yield image, by_key.get(name) or by_key.get(name.rsplit(".", 1)[0]) or by_key.get(str(image["id"]))
+
+
+def evaluate(gt: dict[str, Any], labeled: Iterable[LabeledImage], iou: float = 0.5) -> dict[str, Any]:
     categories = {c["id"]: c["name"] for c in gt["categories"]}
     boxes_by_image: dict[int, list[dict]] = defaultdict(list)
     for ann in gt["annotations"]:
@@ -51,9 +63,7 @@ def evaluate(gt: dict[str, Any], labeled: Iterable[LabeledImage], iou: float = 0
             boxes_by_image[ann["image_id"]].append(ann)
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # gt, agnostic hits, named hits
     images = regions = gt_boxes = 0
-    for image in gt["images"]:
-        name = image["file_name"]
-        item = by_key.get(name) or by_key.get(name.rsplit(".", 1)[0]) or by_key.get(str(image["id"]))
+    for image, item in match_images(gt, labeled):
         if item is None:
             continue
         images += 1
@@ -89,6 +99,11 @@ def evaluate(gt: dict[str, Any], labeled: Iterable[LabeledImage], iou: float = 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["patches"]:
+        from vesl.patchseg.score import main as patches
+
+        return patches(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gt", required=True, help="COCO-style instances JSON")
     parser.add_argument("--output", required=True, help="a VESL output folder")

@@ -1,6 +1,7 @@
 """A visual QA report of a VESL output folder: one self-contained HTML file.
 
     python -m vesl.report OUTPUT_DIR [--images 24] [--seed 0] [--out OUTPUT_DIR/report.html]
+        [--patch-score SCORE.json]
 
 Plots (inline SVG, with axes and counts): regions per image, region scores, words per phrase, box
 area and aspect, top phrases, rejects by reason; where box centres fall; per-phrase statistics
@@ -8,6 +9,8 @@ area and aspect, top phrases, rejects by reason; where box centres fall; per-phr
 (key, stage, reason, detail). Gallery: sampled images with numbered boxes and a legend of their
 phrases; images come from the output (``--write_image_bytes true``) or, without them, from their
 input shards when those are readable. Look at it before spending GPU-days training on the output.
+``--patch-score`` adds a section with a patch-level score against human masks, the JSON that
+``python -m vesl.evaluate patches OUTPUT --gt ... --json SCORE.json`` writes (``vesl.patchseg.score``).
 
 Memory does not grow with the output: the rows (without their image bytes) are read in one streamed
 pass (``vesl.io.outputs``) into histograms and counters, the gallery is a seeded reservoir sample
@@ -23,6 +26,7 @@ import base64
 import heapq
 import html
 import io
+import json
 import math
 import random
 import sys
@@ -31,7 +35,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vesl.io.outputs import IMAGE_COLUMN, CommittedShard, OutputFolder, RowRef
+from vesl.io.outputs import IMAGE_COLUMN, CommittedShard, OutputFolder, RowRef, iter_source_images
 
 PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324"]
 # The columns the report reads from every row (the image bytes only for the sampled rows).
@@ -358,26 +362,8 @@ def html_table(headers: Sequence[str], rows: Sequence[Sequence[object]], css: st
 
 def source_images(rows: Sequence[dict]) -> dict[str, bytes]:
     """Image bytes of rows written without them, read back from their input shards (when reachable)."""
-    from vesl.config import ReadConfig
-    from vesl.io.readers import read_shard
-    from vesl.records import ImageRecord
-
-    wanted: dict[str, dict[int, str]] = {}
-    for row in rows:
-        if not row.get("image") and row.get("source_shard"):
-            wanted.setdefault(row["source_shard"], {})[row["source_index"]] = row["key"]
-    found: dict[str, bytes] = {}
-    for shard, indices in wanted.items():
-        try:
-            for item in read_shard(shard, ReadConfig()):
-                if isinstance(item, ImageRecord) and indices.get(item.index) == item.key:
-                    found[item.key] = item.image_bytes
-                    del indices[item.index]
-                    if not indices:  # this shard's sampled images are all found: stop reading it
-                        break
-        except Exception:  # the input moved or is not readable from here: the gallery says so
-            continue
-    return found
+    wanted = (row for row in rows if not row.get("image") and row.get("source_shard"))
+    return {found.row["key"]: found.data for found in iter_source_images(wanted) if found.data is not None}
 
 
 def charts(tally: RowTally, rejects: RejectTally) -> list[str]:
@@ -499,6 +485,28 @@ def facts_html(summary: dict) -> str:
     return "".join(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in facts)
 
 
+def patch_score_html(score: dict | None) -> str:
+    """The patch-level score's section (``vesl.patchseg.score``'s JSON): headline, sizes, regions, classes."""
+    if not score:
+        return ""
+    esc = html.escape
+    metrics = ["accuracy", "recall", "precision", "f1", "classes_scored", "classes_skipped"]
+    headline = [(name, *(score[name][k] for k in metrics)) for name in ("things", "all")]
+    sizes = [(size, v["instances"], v["positives"], v["hits"], v["recall"]) for size, v in score["by_size"].items()]
+    regions = score["regions"]
+    classes = [(c["name"], c["tp"], c["fp"], c["fn"], c["recall"], c["precision"], c["f1"]) for c in score["per_class"]]
+    return (
+        f"<h2>Patch-level score against {esc(str(score.get('ground_truth', 'ground truth')))}</h2>"
+        f"<p>{score['size']}/{score['patch']} ({score['grid']}x{score['grid']} patches, crop {esc(score['crop'])}, "
+        f"{score['reduction']} targets): {score['images_matched']} of {score['images_in_ground_truth']} "
+        f"ground-truth images matched; regions named by the vocabulary {regions['matched']} of "
+        f"{regions['total']}. Macro means over classes with a positive patch.</p>"
+        + html_table(["classes", *metrics], headline)
+        + html_table(["instance size", "instances", "positive patches", "predicted", "recall"], sizes)
+        + html_table(["class", "TP", "FP", "FN", "recall", "precision", "F1"], classes)
+    )
+
+
 def tally_rows(folder: OutputFolder, n_images: int, seed: int, phrase_capacity: int) -> tuple[RowTally, list]:
     """One streamed pass over the committed rows (without image bytes): the tally, and a seeded
     uniform sample of ``n_images`` (where each row is, row) for the gallery."""
@@ -509,9 +517,16 @@ def tally_rows(folder: OutputFolder, n_images: int, seed: int, phrase_capacity: 
     return tally, sample.items
 
 
-def build_report(output_dir: str, n_images: int = 24, seed: int = 0, phrase_capacity: int = PHRASE_CAPACITY) -> str:
+def build_report(
+    output_dir: str,
+    n_images: int = 24,
+    seed: int = 0,
+    phrase_capacity: int = PHRASE_CAPACITY,
+    patch_score: dict | None = None,
+) -> str:
     """The report's HTML. Reads the output in one streamed pass (memory does not grow with its size),
-    then the image bytes of the sampled rows only."""
+    then the image bytes of the sampled rows only. ``patch_score``: a ``vesl.evaluate patches`` result
+    to show (a section of its own), or None."""
     esc = html.escape
     folder = OutputFolder(output_dir)
     summary = folder.summary()
@@ -544,6 +559,7 @@ table.rejects td {{ font-size: 12px; max-width: 520px; }} table.grid td {{ text-
 <h2>Distributions</h2><div class="charts">{"".join(charts(tally, rejects))}</div>
 <h2>Where boxes are (box centres, regions per cell)</h2>{grid_html(tally.grid)}
 <h2>Phrases</h2>{phrases_html(tally.phrase_stats(), phrase_capacity)}
+{patch_score_html(patch_score)}
 <h2>Shards</h2>{shards_html(folder.shards())}
 <h2>Rejects</h2>{rejects_html(rejects)}
 <h2>Gallery ({len(shown)} sampled images)</h2><div class="gallery">{gallery_html(shown)}</div>
@@ -557,10 +573,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--patch-score", default=None, help="JSON of python -m vesl.evaluate patches ... --json")
     args = parser.parse_args(argv)
     out = args.out or args.output_dir.rstrip("/") + "/report.html"
-    document = build_report(args.output_dir, args.images, args.seed)
     import fsspec
+
+    patch_score = None
+    if args.patch_score:
+        with fsspec.open(args.patch_score, "r", encoding="utf-8") as f:
+            patch_score = json.load(f)
+    document = build_report(args.output_dir, args.images, args.seed, patch_score=patch_score)
 
     with fsspec.open(out, "w", encoding="utf-8") as f:
         f.write(document)
