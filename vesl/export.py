@@ -230,6 +230,9 @@ def export_coco(output_dir: str, dest: str, limit: int | None = None) -> int:
     return len(items)
 
 
+ADE20K_CLASSES = 151  # patch-seg's Ade20kPatchDataset: num_classes fixed (150 ADE20k classes + unlabeled)
+
+
 def _export_patchseg(args: argparse.Namespace) -> int:
     """The patchseg subcommand: a problem found before any work (the vocabulary unreadable or too large,
     DEST not empty) is one line and exit status 2; 1 when the counts do not balance."""
@@ -256,6 +259,11 @@ def _export_patchseg(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(counts.summary(args.dest))
+    if len(vocabulary) + 1 > ADE20K_CLASSES:
+        print(
+            f"note: patch-seg's Ade20kPatchDataset counts {ADE20K_CLASSES} classes; "
+            f"set its num_classes to {len(vocabulary) + 1} for this vocabulary"
+        )
     return 0 if counts.balanced else 1
 
 

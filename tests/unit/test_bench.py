@@ -181,3 +181,15 @@ def test_beam_overhead_bench_prints_json(capsys):
     arrow = row["encode_us"].pop("parquet_row_in_arrow_batch")
     assert arrow["build_batch"] > 0 and arrow["ipc_round_trip"] > 0
     assert all(v > 0 for v in row["encode_us"].values())
+
+
+def test_patch_targets_bench_prints_json_for_each_grid(tmp_path, capsys):
+    from bench import patch_targets
+
+    # a missing instances file: seeded random boxes (the bench checks both ways agree before timing)
+    assert (
+        patch_targets.main(["--instances", str(tmp_path / "none.json"), "--grids", "28/14,56/8", "--repeat", "1"]) == 0
+    )
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["grid"] for line in lines] == ["28/14", "56/8"]
+    assert all(line["direct_union_ms_per_image"] > 0 and line["images"] == 50 for line in lines)

@@ -353,3 +353,12 @@ def test_the_embedding_match_labels_what_the_head_noun_leaves(output, tmp_path, 
     with pytest.raises(SystemExit) as stop:
         main([*args[:2], str(tmp_path / "other"), *args[3:], "--match-embedding", tiny_checkpoint])
     assert stop.value.code == 2 and "--embedding-threshold" in capsys.readouterr().err
+
+
+def test_a_vocabulary_larger_than_patch_segs_ade20k_class_count_is_pointed_out(output, tmp_path, capsys):
+    # coco_stuff's 182 classes fit a PNG but not Ade20kPatchDataset's fixed 151 classes
+    dest = tmp_path / "stuff"
+    assert main(["patchseg", str(output["out"]), str(dest), "--vocabulary", "coco_stuff"]) == 0
+    assert "set its num_classes to 183" in capsys.readouterr().out
+    assert main(["patchseg", str(output["out"]), str(tmp_path / "few"), "--vocabulary", str(output["vocabulary"])]) == 0
+    assert "num_classes" not in capsys.readouterr().out
