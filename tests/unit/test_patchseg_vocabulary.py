@@ -113,7 +113,7 @@ def test_a_head_matches_a_class_in_singular_or_plural_and_multi_word_names_by_th
         "two black cats": "cat", "a traffic light": "traffic light", "baseball bats": "baseball bat",
         "the buses": "bus", "a ski": "skis", "some hot dogs": "hot dog", "wine glasses": "wine glass",
         "the man's red umbrella": "umbrella", "a pair of scissors": None, "a group of people": None,
-        "people": None, "a bus stop": None, "a cow's": "cow", "a cat on a bed": "cat",
+        "people": "person", "a bus stop": None, "a cow's": "cow", "a cat on a bed": "cat",
     }  # fmt: skip
     assert {phrase: matched(things, phrase) for phrase in cases} == cases
     assert matched(vocab("people", "person"), "a group of people") is None
@@ -231,3 +231,18 @@ def test_write_frequent_heads_round_trips_through_vocabulary_load(tmp_path):
     vocabulary = Vocabulary.load(str(dest))
     assert vocabulary.names == ("cat", "dog")
     assert matched(vocabulary, "a black cat") == "cat"
+
+
+def test_aliases_name_a_class_too_and_a_class_own_name_beats_another_class_alias():
+    vocabulary = Vocabulary.parse("# name, then aliases\nperson, man, people\ndining table, table\ntable\n")
+    assert vocabulary.names == ("person", "dining table", "table")
+    assert vocabulary.aliases == (("man", "people"), ("table",), ())
+    cases = {"two men": "person", "a young woman": None, "people": "person", "a table": "table"}
+    assert {phrase: matched(vocabulary, phrase) for phrase in cases} == cases
+    things, stuff = Vocabulary.bundled("coco_things"), Vocabulary.bundled("coco_stuff")
+    coco = {"a skier": "person", "the sofa": "couch", "a wooden table": "dining table", "a jet": "airplane"}
+    assert {phrase: matched(things, phrase) for phrase in coco} == coco
+    assert matched(stuff, "a wooden table") == "table" and matched(stuff, "a skier") == "person"
+    assert stuff.index_to_class()[1] == "person"  # names, not aliases, are what the classes are called
+    gt_names = Vocabulary(("dog", "person")).with_aliases_from(things)
+    assert gt_names.aliases[0] == ("puppy",) and "man" in gt_names.aliases[1]

@@ -325,8 +325,10 @@ def predicted_targets(
 
 
 def gt_vocabulary(gt: dict[str, Any]) -> Vocabulary:
-    """The ground truth's category names, in its order: class i is the i-th category."""
-    return Vocabulary(names=tuple(c["name"] for c in gt["categories"]))
+    """The ground truth's category names, in its order: class i is the i-th category; a name COCO's
+    bundled vocabulary knows gets its aliases there ("man" -> person)."""
+    names = Vocabulary(names=tuple(c["name"] for c in gt["categories"]))
+    return names.with_aliases_from(Vocabulary.bundled("coco_things"))
 
 
 def score_output(

@@ -13,7 +13,8 @@ connectors leading the phrase skipped ("between two cars" -> "cars"). The head i
 the words before it as written (lower case, hyphens as spaces, possessive "'s" dropped): a class
 matches when its words, last one lemmatized, are the last words of the phrase up to its head
 ("baseball bats" -> "baseball bat"). The longest matching class name (in words) wins; among equally
-long ones the longer name, then the smaller index. No synonyms: "people" matches a class "people" only.
+long ones the longer name, then a class's own name over another's alias, then the smaller index.
+Aliases (a file line ``person, man, people``) are other names of a class; there are no other synonyms.
 
 COCO-Stuff's hyphenated names read as phrases: "X-other" and "X-stuff" are matched as "X" (so "a
 building" -> "building-other", and "door-stuff" beats the unused thing id "door" by the tie rule);
@@ -56,12 +57,19 @@ MatchKind = Literal["head", "embedding"]
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """Class names in index order (class i = ``names[i - 1]``; 0 = unlabeled). Any length is
-    representable; a consumer with a narrower label type (8-bit PNG) checks ``len()`` itself."""
+    """Class names in index order (class i = ``names[i - 1]``; 0 = unlabeled), and per class the other
+    names a phrase may use for it (``aliases``: "person" <- "man", "people"; a file line
+    ``person, man, people``, ADE20k's own convention). Any length is representable; a consumer with a
+    narrower label type (8-bit PNG) checks ``len()`` itself."""
 
     names: tuple[str, ...]
+    aliases: tuple[tuple[str, ...], ...] = ()
 
     def __post_init__(self):
+        if not self.aliases:
+            object.__setattr__(self, "aliases", tuple(() for _ in self.names))
+        if len(self.aliases) != len(self.names):
+            raise ValueError(f"{len(self.names)} class names but {len(self.aliases)} alias lists")
         if not self.names:
             raise ValueError("a vocabulary needs at least one class name")
         repeated = sorted(name for name, n in Counter(self.names).items() if n > 1)
@@ -75,9 +83,17 @@ class Vocabulary:
 
     @classmethod
     def parse(cls, text: str) -> Vocabulary:
-        """Names from a vocabulary file's text: one a line, blank lines and ``#`` comments skipped."""
+        """A vocabulary file's text: a class a line (its name, then any aliases after commas), blank
+        lines and ``#`` comments skipped."""
         lines = (line.strip() for line in text.splitlines())
-        return cls(tuple(line for line in lines if line and not line.startswith("#")))
+        entries = [[n.strip() for n in line.split(",")] for line in lines if line and not line.startswith("#")]
+        return cls(tuple(e[0] for e in entries), tuple(tuple(n for n in e[1:] if n) for e in entries))
+
+    def with_aliases_from(self, other: Vocabulary) -> Vocabulary:
+        """These classes, each with the aliases ``other`` gives a class of the same name (e.g. a
+        ground truth's category names with the bundled vocabulary's aliases)."""
+        known = dict(zip(other.names, other.aliases))
+        return Vocabulary(self.names, tuple(known.get(name, ()) for name in self.names))
 
     @classmethod
     def load(cls, path_or_url: str) -> Vocabulary:
@@ -92,7 +108,9 @@ class Vocabulary:
         """One of the vocabularies shipped with VESL: ``coco_things`` or ``coco_stuff``."""
         if name not in BUNDLED:
             raise ValueError(f"no bundled vocabulary {name!r}; bundled: {', '.join(BUNDLED)}")
-        return cls.parse((resources.files("vesl.patchseg") / "vocabularies" / f"{name}.txt").read_text("utf-8"))
+        vocabulary = cls.parse((resources.files("vesl.patchseg") / "vocabularies" / f"{name}.txt").read_text("utf-8"))
+        # COCO-Stuff's thing classes are COCO's: their aliases are written once, in coco_things
+        return vocabulary.with_aliases_from(cls.bundled("coco_things")) if name == "coco_stuff" else vocabulary
 
     def index_to_class(self) -> dict[int, str]:
         """{0: "unlabeled", 1: first name, ...}: what a label map's values mean."""
@@ -251,15 +269,16 @@ UNMATCHED = Match(None, None)
 
 
 def head_table(vocabulary: Vocabulary) -> dict[tuple[str, ...], int]:
-    """Word sequence -> class index; where names share a form, the longer name (then the smaller
-    index) keeps it."""
-    table: dict[tuple[str, ...], int] = {}
-    for index, name in enumerate(vocabulary.names, start=1):
-        for form in name_forms(name):
-            held = table.get(form)
-            if held is None or len(name) > len(vocabulary.names[held - 1]):
-                table[form] = index
-    return table
+    """Word sequence -> class index, from each class's name and aliases; where names share a form,
+    the longer name, then a class's own name over an alias, then the smaller index keeps it."""
+    table: dict[tuple[str, ...], tuple[int, bool, int]] = {}  # form -> (name length, a class's own name?, index)
+    for index, (name, aliases) in enumerate(zip(vocabulary.names, vocabulary.aliases), start=1):
+        for text in (name, *aliases):
+            for form in name_forms(text):
+                held = table.get(form)
+                if held is None or (len(text), text == name) > held[:2]:
+                    table[form] = (len(text), text == name, index)
+    return {form: index for form, (*_, index) in table.items()}
 
 
 class EmbeddingMatcher:
