@@ -1,8 +1,8 @@
 """Phrases -> a class vocabulary, so VESL's open-vocabulary regions can become class targets
 (patch-seg, Locality Alignment's benchmark, wants a fixed list of classes).
 
-A vocabulary file holds one class name per line (UTF-8; blank lines and lines starting with ``#``
-are ignored). Class ``i`` is the i-th name (1-based, file order); 0 means "unlabeled". Two are
+A vocabulary file holds one class per line, its name and then any aliases after commas (UTF-8; blank
+lines and lines starting with ``#`` are ignored). Class ``i`` is the i-th name (1-based, file order); 0 means "unlabeled". Two are
 bundled: ``coco_things`` (COCO's 80 categories in category-id order) and ``coco_stuff`` (COCO-Stuff's
 182 classes in COCO-Stuff id order). ``write_frequent_heads`` makes one from an output's own phrases.
 
