@@ -22,6 +22,7 @@ from vesl.patchseg.targets import (
     patch_targets,
     pillow_nearest_sources,
     reduce_patches,
+    sampled_label_map,
     union_entries,
 )
 
@@ -135,7 +136,7 @@ def cases(draw):
 
 
 @settings(max_examples=150, deadline=None)
-@given(cases(), st.sampled_from(CROPS), st.sampled_from([(28, 7), (30, 4), (32, 32), (56, 14)]))
+@given(cases(), st.sampled_from(CROPS), st.sampled_from([(28, 7), (30, 4), (32, 32), (56, 14), (8, 1)]))
 def test_targets_equal_painting_every_pixel_and_resizing_with_pillow(case, crop, setting):
     width, height, boxes, classes, num_classes = case
     size, patch = setting
@@ -146,6 +147,8 @@ def test_targets_equal_painting_every_pixel_and_resizing_with_pillow(case, crop,
     args = (boxes, classes, width, height, grid, num_classes)
     np.testing.assert_array_equal(patch_targets(*args, reduction="union", crop=crop), union)
     np.testing.assert_array_equal(patch_targets(*args, reduction="majority", crop=crop), majority)
+    sampled = sampled_label_map(boxes, classes, width, height, size, crop)
+    np.testing.assert_array_equal(reduce_patches(sampled, patch, num_classes, "union"), union)
 
 
 def test_reduction_keeps_unlabeled_only_alone_and_breaks_ties_low():
@@ -155,7 +158,29 @@ def test_reduction_keeps_unlabeled_only_alone_and_breaks_ties_low():
     assert reduce_patches(np.zeros((2, 2), int), 2, 4, "union")[0, 0].tolist() == [True, False, False, False]
 
 
+def test_a_box_of_class_0_paints_unlabeled_over_what_it_covers():
+    boxes, classes = [[0, 0, 1, 1], [0, 0, 0.5, 1]], [1, 0]  # the smaller, on top, is "unlabeled"
+    got = patch_targets(boxes, classes, 40, 40, PatchGrid(4, 2), 2, "majority", "none")
+    assert got.tolist() == [[0, 1], [0, 1]]
+    brute = brute_reduce(pillow_resized(brute_label_map(boxes, classes, 40, 40), 4, "none"), 2, 2)[1]
+    assert got.tolist() == brute.tolist()
+
+
 def test_bad_arguments_are_refused():
+    for size, patch in ((16, 0), (8, 16), (8, -1)):
+        with pytest.raises(ValueError, match=f"1 <= patch <= size, got size {size}, patch {patch}"):
+            PatchGrid(size, patch)
+    assert PatchGrid(1, 1).grid == 1 and PatchGrid(14, 14).grid == 1
+    for bad in (4, -1):
+        with pytest.raises(ValueError, match=r"label map holds classes outside 0\.\.3$"):
+            reduce_patches(np.full((2, 2), bad), 2, 4)
+        with pytest.raises(ValueError, match=r"boxes hold classes outside 0\.\.3$"):
+            patch_targets([[0, 0, 1, 1]], [bad], 10, 10, PatchGrid(28, 14), 4)
+    reduce_patches(np.full((2, 2), 3), 2, 4)  # the largest class fits
+    with pytest.raises(ValueError, match="2 boxes but 1 classes"):
+        paint_label_map([[0, 0, 1, 1], [0, 0, 1, 1]], [1], 10, 10)
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        patch_targets([], [], 10, 10, PatchGrid(28, 14), 2, reduction="mean")
     with pytest.raises(ValueError, match="crop"):
         patch_targets([], [], 10, 10, PatchGrid(28, 14), 2, crop="middle")
     with pytest.raises(ValueError, match="reduction"):
