@@ -23,6 +23,7 @@ from vesl.patchseg.targets import (
     pillow_nearest_sources,
     reduce_patches,
     sampled_label_map,
+    sampled_pixels,
     union_entries,
 )
 
@@ -204,3 +205,10 @@ def test_reader_targets_leave_unmatched_regions_out_instead_of_painting_them_unl
     assert reader_patch_classes(Vocabulary(("cat",)), 224, 16, "center_crop").crop == "center"
     with pytest.raises(ValueError, match="pad_center"):
         reader_patch_classes(Vocabulary(("cat",)), 224, 16, "pad_center")
+
+
+def test_the_default_crop_is_patch_segs_centre_square():
+    xs, ys = sampled_pixels(300, 100, 10)  # the square is x in [100, 200)
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (105, 195, 5, 95)
+    boxes, classes = [[0, 0, 0.5, 1]], [1]  # the left half: the square's left half is x in [100, 150)
+    assert sampled_label_map(boxes, classes, 300, 100, 10)[0].tolist() == [1] * 5 + [0] * 5
