@@ -45,8 +45,8 @@ from typing import Any, TextIO
 import numpy as np
 
 from vesl.patchseg.targets import paint_label_map
-from vesl.patchseg.vocabulary import BUNDLED, UNLABELED, Match, MatchCounts, Matcher, Vocabulary
-from vesl.records import LabeledImage, Region
+from vesl.patchseg.vocabulary import BUNDLED, UNLABELED, Match, MatchCounts, Matcher, Vocabulary, matched_boxes
+from vesl.records import LabeledImage
 
 SPLITS = ("training", "validation")
 MAX_CLASSES = 256  # a uint8 PNG: 0 = unlabeled and at most 255 named classes
@@ -101,19 +101,6 @@ def check_classes(vocabulary: Vocabulary, name: str = "") -> int:
             f"(uint8 PNG) holds at most {MAX_CLASSES - 1} (plus 0 = unlabeled)"
         )
     return len(vocabulary) + 1
-
-
-def region_classes(regions: Sequence[Region], match: Callable[[str], Match]) -> tuple[list, list[int], list[Match]]:
-    """(boxes, class ids) of the regions the vocabulary matches, and every region's match: unmatched
-    regions are not painted (they stay unlabeled, or under the boxes that are)."""
-    boxes, classes, matches = [], [], []
-    for region in regions:
-        found = match(region.phrase)
-        matches.append(found)
-        if found.class_index is not None:
-            boxes.append(region.box)
-            classes.append(int(found.class_index))
-    return boxes, classes, matches
 
 
 def annotation_png(label_map: np.ndarray) -> bytes:
@@ -296,7 +283,7 @@ class PatchsegWriter:
         self._keys = keys
         self._skipped = skipped
 
-    def write(self, item: RowImage, match: Callable[[str], Match]) -> str | None:
+    def write(self, item: RowImage, matcher: Matcher) -> str | None:
         """Write one row's image and annotation; its split, or None when it was skipped (and counted)."""
         record = item.labeled.record
         self.counts.rows_read += 1
@@ -306,7 +293,8 @@ class PatchsegWriter:
             jpeg = jpeg_for(item.data, record.width, record.height)
         except SkipImage as skip:
             return self.skip(record.key, skip.reason, skip.detail)
-        boxes, classes, matches = region_classes(item.labeled.regions, match)
+        regions = item.labeled.regions
+        boxes, classes, matches = matched_boxes([r.box for r in regions], [r.phrase for r in regions], matcher)
         label_map = paint_label_map(boxes, classes, record.width, record.height)
         split, stem = split_of(record.key, self.validation_fraction, self.salt), safe_stem(record.key)
         try:
@@ -371,7 +359,7 @@ def export_patchseg(
         raise ExportError(f"--validation-fraction must be in [0, 1], got {validation_fraction}")
     root = Path(dest)
     check_dest(root)
-    match = (matcher or Matcher(vocabulary)).match
+    matcher = matcher or Matcher(vocabulary)
     root.mkdir(parents=True, exist_ok=True)
     with (
         open(root / "keys.jsonl", "w", encoding="utf-8") as keys,
@@ -379,5 +367,5 @@ def export_patchseg(
     ):
         writer = PatchsegWriter(root, vocabulary, validation_fraction, salt, keys, skipped)
         for item in iter_row_images(output_dir, limit):
-            writer.write(item, match)
+            writer.write(item, matcher)
     return writer.write_counts()

@@ -57,7 +57,7 @@ import json
 import math
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,14 +71,13 @@ from vesl.patchseg.vocabulary import (
     Matcher,
     Vocabulary,
     add_matching_arguments,
+    matched_boxes,
     matcher_from_arguments,
 )
 from vesl.records import LabeledImage
 
 SIZES = (("small", 32**2), ("medium", 96**2), ("large", math.inf))  # name, area below which
 LISTED_UNMATCHED = 20  # phrases the vocabulary did not match, most frequent first
-
-Classify = Callable[[str], "int | None"]
 
 
 def size_of(area: float) -> str:
@@ -301,27 +300,22 @@ class RegionTally:
         }
 
 
-def vocabulary_classifier(vocabulary: Vocabulary, tally: RegionTally, matcher: Matcher | None = None) -> Classify:
-    """phrase -> class index (1..len(vocabulary)) or None, by ``matcher`` (default: the head-noun
-    ``Matcher``), counted in ``tally``."""
-    matcher = matcher or Matcher(vocabulary)
-
-    def classify(phrase: str) -> int | None:
-        match = matcher.match(phrase)
-        tally.add(phrase, match)
-        return match.class_index
-
-    return classify
-
-
 def predicted_targets(
-    item: LabeledImage, classify: Classify, width: int, height: int, grid: PatchGrid, num_classes: int, crop: str
+    item: LabeledImage,
+    matcher: Matcher,
+    tally: RegionTally,
+    size: tuple[int, int],
+    grid: PatchGrid,
+    num_classes: int,
+    crop: str,
 ) -> np.ndarray:
-    """A VESL row's ``(G, G, C)`` union targets: its regions whose phrase names a class, as boxes."""
-    labeled = [(region.box, index) for region in item.regions if (index := classify(region.phrase)) is not None]
-    boxes = [box for box, _ in labeled]
-    classes = [index for _, index in labeled]
-    return patch_targets(boxes, classes, width, height, grid, num_classes, "union", crop)
+    """A VESL row's ``(G, G, C)`` union targets at the ground truth's image ``size`` (W, H): its regions
+    whose phrase names a class, as boxes; every region's match counted in ``tally``."""
+    phrases = [region.phrase for region in item.regions]
+    boxes, classes, matches = matched_boxes([region.box for region in item.regions], phrases, matcher)
+    for phrase, match in zip(phrases, matches):
+        tally.add(phrase, match)
+    return patch_targets(boxes, classes, *size, grid, num_classes, "union", crop)
 
 
 def gt_vocabulary(gt: dict[str, Any]) -> Vocabulary:
@@ -350,13 +344,13 @@ def score_output(
         by_image.setdefault(ann["image_id"], []).append(ann)
     vocabulary = gt_vocabulary(gt)
     score, regions = PatchScore(names), RegionTally(MatchCounts(vocabulary))
-    classify = vocabulary_classifier(vocabulary, regions, matcher)
+    matcher = matcher or Matcher(vocabulary)
     for image, item in match_images(gt, labeled):
         if item is None:
             continue
         w, h = image["width"], image["height"]
         truth = coco_truth(image, by_image.get(image["id"], []), class_of, grid, len(names), crop)
-        score.add(predicted_targets(item, classify, w, h, grid, len(names), crop), truth)
+        score.add(predicted_targets(item, matcher, regions, (w, h), grid, len(names), crop), truth)
     return {
         "size": grid.size,
         "patch": grid.patch,

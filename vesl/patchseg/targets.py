@@ -103,12 +103,18 @@ def _inside(pixels: np.ndarray, low: float, high: float, extent: int) -> np.ndar
     return (pixels >= 0) & (centres >= low * extent) & (centres < high * extent)
 
 
-def _paint(xs: np.ndarray, ys: np.ndarray, boxes, classes, width: int, height: int, dtype) -> np.ndarray:
-    """The label map at the pixels (rows ``ys`` x columns ``xs``)."""
+def _boxes_and_classes(boxes, classes) -> tuple[np.ndarray, np.ndarray]:
+    """``[M, 4]`` float64 boxes and ``[M]`` int64 classes; ValueError when the counts differ."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     classes = np.asarray(classes, np.int64).reshape(-1)
     if len(boxes) != len(classes):
         raise ValueError(f"{len(boxes)} boxes but {len(classes)} classes")
+    return boxes, classes
+
+
+def _paint(xs: np.ndarray, ys: np.ndarray, boxes, classes, width: int, height: int, dtype) -> np.ndarray:
+    """The label map at the pixels (rows ``ys`` x columns ``xs``)."""
+    boxes, classes = _boxes_and_classes(boxes, classes)
     out = np.zeros((len(ys), len(xs)), dtype)
     for i in painting_order(boxes):
         x1, y1, x2, y2 = boxes[i]
@@ -182,10 +188,7 @@ def patch_targets(
     such cell is painted once and counted with its pixel area."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    classes = np.asarray(classes, np.int64).reshape(-1)
-    if len(boxes) != len(classes):
-        raise ValueError(f"{len(boxes)} boxes but {len(classes)} classes")
+    boxes, classes = _boxes_and_classes(boxes, classes)
     if len(classes) and (classes.min() < 0 or classes.max() >= num_classes):
         raise ValueError(f"boxes hold classes outside 0..{num_classes - 1}")
     xs, ys = sampled_pixels(width, height, grid.size, crop)

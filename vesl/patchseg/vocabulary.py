@@ -415,6 +415,16 @@ class Matcher:
         return UNMATCHED if index is None else Match(index, "head")
 
 
+def matched_boxes(boxes, phrases: Sequence[str], matcher: Matcher) -> tuple[np.ndarray, np.ndarray, list[Match]]:
+    """The regions whose phrase the matcher names a class: their boxes (``[K, 4]``) and class ids
+    (``[K]``), and every phrase's match (for the counts). Unmatched regions are left out: they are not
+    painted, so they stay unlabeled or under the boxes that are."""
+    matches = matcher.match_many(phrases)
+    kept = [i for i, m in enumerate(matches) if m.class_index is not None]
+    named = np.asarray(boxes, np.float64).reshape(-1, 4)[kept]
+    return named, np.array([matches[i].class_index for i in kept], np.int64), matches
+
+
 @dataclass
 class MatchCounts:
     """Regions counted per class name and per kind of match (head / embedding / unmatched): what the

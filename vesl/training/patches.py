@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vesl.patchseg.targets import PatchGrid, patch_targets
-from vesl.patchseg.vocabulary import Matcher, Vocabulary
+from vesl.patchseg.vocabulary import Matcher, Vocabulary, matched_boxes
 
 
 def patch_centres(size: int, patch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -75,18 +75,9 @@ class PatchClassTargets:
     def num_classes(self) -> int:
         return len(self.matcher.vocabulary) + 1
 
-    def classes(self, phrases: Sequence[str]) -> np.ndarray:
-        """Class id per phrase, 0 where the vocabulary has none."""
-        ids = [m.class_index for m in self.matcher.match_many(phrases)]
-        return np.array([0 if i is None else i for i in ids], np.int64)
-
     def __call__(self, boxes, phrases: Sequence[str], width: int, height: int) -> np.ndarray:
-        classes = self.classes(phrases)
-        matched = classes > 0
-        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)[matched]
-        return patch_targets(
-            boxes, classes[matched], width, height, self.grid, self.num_classes, self.reduction, self.crop
-        )
+        named, classes, _ = matched_boxes(boxes, phrases, self.matcher)
+        return patch_targets(named, classes, width, height, self.grid, self.num_classes, self.reduction, self.crop)
 
 
 def reader_patch_classes(
