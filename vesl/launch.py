@@ -420,9 +420,11 @@ def run_under_lease(launch: Launch, pipeline: beam.Pipeline, source, provenance:
             return summary
         if isinstance(stopped, KeyboardInterrupt) and not launch.local:  # the job may run on: touch nothing
             raise RunStopped(stopped_waiting(launch.vesl.output), exit_status_for(signal.SIGINT)) from None
-        left = clean_up(lease, layout, stopped is not None and not isinstance(stopped, UsageError))
+        failed = stopped is not None and not isinstance(stopped, (UsageError, LeaseLost))
+        # a run that lost its lease leaves the folder alone: its uncommitted files may be the new holder's
+        left = clean_up(lease, layout, failed and not lease.lost)
         workers = pipeline.runner.worker_output() if isinstance(pipeline.runner, LocalRunner) else ""
-        if stopped is not None and (received or not isinstance(stopped, (UsageError, LeaseLost))):
+        if stopped is not None and (received or failed):
             raise stop_line(stopped, received, layout, source, before, left, workers) from None
         if stopped is not None:
             raise stopped

@@ -9,7 +9,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from vesl import launch
 from vesl.config import VeslConfig
-from vesl.io.lease import read_lease
+from vesl.io.lease import LeaseLost, read_lease
 from vesl.stopping import RunStopped
 
 
@@ -58,3 +58,18 @@ def test_ctrl_c_while_waiting_for_a_remote_job_touches_nothing(tmp_path, monkeyp
     assert stopped.value.exit_status == 130 and "stopped waiting for the job" in str(stopped.value)
     assert half.exists() and (out / "_temporary").exists()  # the job may still be writing them
     assert read_lease(str(out)) is not None  # still the job's, until it goes stale
+
+
+def test_a_run_that_lost_its_lease_leaves_the_new_holders_uncommitted_files_alone(tmp_path, monkeypatch):
+    # Another run took the folder over (this one's lease went stale): the files it is writing and has
+    # not committed yet are its own, and the run whose commit fence stopped it must not remove them.
+    out = tmp_path / "out"
+
+    def fenced(run_launch, pipeline, source, provenance, lease):
+        folder_with_an_uncommitted_shard(out)  # the new holder's shard, not yet committed
+        raise LeaseLost(f"{str(out)!r}: taken over by another run; this run stopped committing")
+
+    monkeypatch.setattr(launch, "execute_reporting", fenced)
+    with pytest.raises(LeaseLost):
+        launch.run_under_lease(a_launch(out, local=True), Pipeline(), None, None)
+    assert (out / "parquet" / "part-00000-1a2b3c4d.parquet").exists()
