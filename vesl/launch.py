@@ -404,15 +404,16 @@ def run_under_lease(launch: Launch, pipeline: beam.Pipeline, source, provenance:
     (``vesl.stopping.RunStopped``: what stays committed, what could not be cleaned up)."""
     lease = take_lease(launch)
     layout = output_layout(launch.config, launch.vesl.output, lease.held.run_id)
-    summary, stopped, before = None, None, None
+    summary, stopped, before, planned = None, None, None, []
     with stop_on_signals(launch.local) as received, quiet_runner_tracebacks():
         try:
-            before = committed_ids(layout) if launch.local else None  # for the line a stop says
+            if launch.local and source is None:  # the workers plan: what was committed before, for a stop's line
+                before = committed_ids(layout)
             clear_temporary(layout)  # the folder is ours: leftovers are dead runs'
             if lease.taken_over:
                 OutputFolder(layout.root).remove_uncommitted(layout)
             with lease.heartbeat():
-                summary = execute_reporting(launch, pipeline, source, provenance, lease)
+                summary = execute_reporting(launch, pipeline, source, provenance, lease, planned)
         except (Exception, KeyboardInterrupt) as exc:  # KeyboardInterrupt: a signal outside the runner
             stopped = exc
         if summary is not None and summary.get("submitted"):
@@ -424,6 +425,8 @@ def run_under_lease(launch: Launch, pipeline: beam.Pipeline, source, provenance:
         # a run that lost its lease leaves the folder alone: its uncommitted files may be the new holder's
         left = clean_up(lease, layout, failed and not lease.lost)
         workers = pipeline.runner.worker_output() if isinstance(pipeline.runner, LocalRunner) else ""
+        if planned and isinstance(planned[0], DriverListing):  # kept by the plan: committed before this run
+            before = {shard_id for shard_id, _, _ in planned[0].committed}
         if stopped is not None and (received or failed):
             raise stop_line(stopped, received, layout, source, before, left, workers) from None
         if stopped is not None:
@@ -491,10 +494,12 @@ def stop_line(exc: BaseException, received: list[int], layout: OutputLayout, sha
     return interrupted(received[0], state) if received else failed(exc, state, workers)
 
 
-def execute_reporting(launch: Launch, pipeline, source, provenance, lease: OutputLease) -> dict[str, Any]:
+def execute_reporting(
+    launch: Launch, pipeline, source, provenance, lease: OutputLease, planned: list | None = None
+) -> dict[str, Any]:
     """``execute``, with the job's own usage errors and a lost lease said in one line."""
     try:
-        return execute(launch, pipeline, source, provenance, lease)
+        return execute(launch, pipeline, source, provenance, lease, planned)
     except resume.ConfigConflict as exc:
         raise UsageError(str(exc)) from None
     except Exception as exc:
@@ -512,13 +517,17 @@ def clear_temporary(layout: OutputLayout) -> None:
         fs.rm(layout.temp_parent, recursive=True)
 
 
-def execute(launch: Launch, pipeline, shards: list[InputShard] | None, provenance, lease) -> dict[str, Any]:
+def execute(
+    launch: Launch, pipeline, shards: list[InputShard] | None, provenance, lease, planned: list | None = None
+) -> dict[str, Any]:
     """Plan (under ``lease``), build, run and wait; None for ``lease`` means a dry run, None for ``shards``
-    a listing by the workers."""
+    a listing by the workers. ``planned`` (a list) receives the plan as soon as it is made and applied."""
     vesl_options, config = launch.vesl, launch.config
     run_id = lease.held.run_id if lease is not None and lease.held else ""
     layout = output_layout(config, vesl_options.output, run_id)
     source = plan_source(launch, layout, shards)
+    if planned is not None:
+        planned.append(source)
     show_progress = launch.local and not launch.dry_run and vesl_options.wait and wants_progress(vesl_options.progress)
     progress_dir = tempfile.mkdtemp(prefix="vesl-progress-") if show_progress else None
     run = RunContext(

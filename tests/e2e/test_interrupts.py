@@ -59,3 +59,27 @@ def test_a_signal_stops_the_run_in_one_line_and_the_rerun_resumes(
     run(argv(inputs, out, tiny_checkpoint, "--runner", "FnApiRunner"))  # the same command, again
     assert snapshot(out) == clean
     assert uncommitted_leftovers(out) == []
+
+
+def test_a_stopped_overwrite_run_counts_the_shards_it_committed_again_as_its_own(inputs, tiny_checkpoint, clean):
+    """--overwrite uncommits the folder's shards first and commits them again: those are this run's, though
+    their ids were committed before it started."""
+    out = inputs.parent / "stopped-overwrite"
+    run(argv(inputs, out, tiny_checkpoint, "--runner", "FnApiRunner"))  # all 7 committed
+    env = {**os.environ, "VESL_TEST_COMMIT_DELAY_S": "1.5"}
+    command = vesl_command(*argv(inputs, out, tiny_checkpoint, "--runner", "FnApiRunner", "--overwrite", "true"))
+    process = start_like_a_terminal(command, env)
+    try:
+        deadline = time.monotonic() + 240
+        while list((out / "stats").glob("*.json")) and time.monotonic() < deadline:  # the plan uncommits
+            time.sleep(0.05)
+        wait_for_a_commit(process, out)
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    said = [line for line in stderr.splitlines() if line.startswith("vesl: interrupted")]
+    committed = len(list((out / "stats").glob("*.json")))
+    assert len(said) == 1 and f"{committed} of 7 input shards committed ({committed} by this run)" in said[0], stderr

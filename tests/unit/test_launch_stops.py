@@ -32,7 +32,7 @@ def test_a_failed_local_run_removes_its_temporary_and_uncommitted_files_and_give
     out = tmp_path / "out"
     half = folder_with_an_uncommitted_shard(out)
 
-    def fails(run_launch, pipeline, source, provenance, lease):
+    def fails(run_launch, pipeline, source, provenance, lease, planned=None):
         (out / "_temporary" / lease.held.run_id).mkdir(parents=True)
         raise OSError(28, "No space left on device", str(out / "stats" / "s.json"))
 
@@ -48,7 +48,7 @@ def test_ctrl_c_while_waiting_for_a_remote_job_touches_nothing(tmp_path, monkeyp
     out = tmp_path / "out"
     half = folder_with_an_uncommitted_shard(out)
 
-    def interrupted(run_launch, pipeline, source, provenance, lease):
+    def interrupted(run_launch, pipeline, source, provenance, lease, planned=None):
         (out / "_temporary" / lease.held.run_id).mkdir(parents=True)
         raise KeyboardInterrupt
 
@@ -65,7 +65,7 @@ def test_a_run_that_lost_its_lease_leaves_the_new_holders_uncommitted_files_alon
     # not committed yet are its own, and the run whose commit fence stopped it must not remove them.
     out = tmp_path / "out"
 
-    def fenced(run_launch, pipeline, source, provenance, lease):
+    def fenced(run_launch, pipeline, source, provenance, lease, planned=None):
         folder_with_an_uncommitted_shard(out)  # the new holder's shard, not yet committed
         raise LeaseLost(f"{str(out)!r}: taken over by another run; this run stopped committing")
 
