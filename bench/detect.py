@@ -184,12 +184,13 @@ def run_model_only(detector, items, args, config: DetectConfig) -> dict:
     }
 
 
-def run_model_only_jax(detector, items, args) -> dict:
+def run_model_only_jax(detector, items, args, config: DetectConfig) -> dict:
     """The jax detector's programs on ready device inputs: the image tower and heads, then the class head
     with the top-k (the phrase table already holds the batch's phrases)."""
     import jax
     import numpy as np
 
+    _init_worker(config)
     batch = [_prepare(item) for item in items[: args.batch]]
     records, pixels, sizes = zip(*batch)
     n = len(batch)
@@ -361,11 +362,7 @@ def measure(backend: str, args, config: DetectConfig, tokenizer, device: str, it
     if "e2e" in modes:
         emit("e2e", run_end_to_end(detector, items, args, config, FilterConfig(score_threshold=args.threshold)))
     if "model" in modes:
-        model_only = run_model_only_jax if backend == "jax" else run_model_only
-        emit(
-            "model",
-            model_only(detector, items, args) if backend == "jax" else model_only(detector, items, args, config),
-        )
+        emit("model", (run_model_only_jax if backend == "jax" else run_model_only)(detector, items, args, config))
     if "host" in modes:
         emit("host", run_host_only(items, args, config, on_device))
     if "equality" in modes:

@@ -84,6 +84,19 @@ def test_detect_bench_measures_both_backends_side_by_side(capsys):
     assert all(r["peak_rss_mb"] > 0 for r in results)
 
 
+def test_detect_bench_times_the_jax_model_alone(capsys):
+    """--backends jax --modes model without the torch backend first in the same process."""
+    import pytest
+
+    pytest.importorskip("jax", reason="JAX is not installed (make test installs requirements/jax.txt)")
+    from bench import detect
+
+    args = "--arch tiny --image-size 64 --batch 2 --images 2 --dtype float32 --device cpu --modes model"
+    results = detect.main([*args.split(), "--backends", "jax", "--jax-device", "cpu"])
+    assert [r["mode"] for r in results if r["backend"] == "jax"] == ["load", "model"]
+    assert results[-1]["img_per_s"] > 0
+
+
 def test_detect_bench_decodes_on_the_device_when_asked(capsys):
     """--image-decoder nvimgcodec (CPU backend here): e2e and the equality check run through the
     device decoder; the equality reference still decodes with Pillow."""
