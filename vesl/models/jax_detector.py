@@ -30,9 +30,8 @@ from jax.sharding import PartitionSpec as P
 
 from vesl.config import DetectConfig
 from vesl.models import owlv2_jax as owl
-from vesl.models.owlv2 import query_bucket
+from vesl.models.owlv2 import kept_detections, query_bucket
 from vesl.records import Detections
-from vesl.vision.geometry import detector_to_stored
 
 MIN_TEXT_BUCKET = 8
 
@@ -167,9 +166,6 @@ class JaxOwlv2Detector:
         self.compile_seconds[key] = round(time.perf_counter() - started, 3)
         return result
 
-    def compiled_programs(self) -> int:
-        return sum(self.traces.values())
-
     # -- running ------------------------------------------------------------------------------
     def _run_image(self, pixels: np.ndarray, content_wh: np.ndarray):
         pixels = jax.device_put(pixels, self.batched)
@@ -225,19 +221,14 @@ class JaxOwlv2Detector:
         b = bucket_for(n, self.batch_buckets, len(self.devices))
         size = self.shape.image_size
         pixels = np.zeros((b, size, size, 3), np.uint8)
-        pixels[:n] = np.stack(images)
+        np.stack(images, out=pixels[:n])  # straight into the padded batch: no second copy
         content = np.ones((b, 2), np.int32)
         content[:n] = np.asarray(content_sizes, np.int32)
         index, mask = self.query_inputs(queries, b)
         feats, boxes, objectness = self._run_image(pixels, content)
         top = self._run_head(feats, boxes, objectness, index, mask, self.candidates(max_candidates))
         scores, labels, obj, box = (np.asarray(a)[:n] for a in jax.device_get(top))
-        return [self._kept(scores[i], labels[i], obj[i], box[i], content_sizes[i], min_score) for i in range(n)]
-
-    def _kept(self, scores, labels, obj, box, content: tuple[int, int], min_score: float) -> Detections:
-        keep = scores > min_score
-        fraction = (content[0] / self.shape.image_size, content[1] / self.shape.image_size)
-        stored = detector_to_stored(box[keep], fraction)
-        return Detections(
-            stored, scores[keep].astype(np.float32), obj[keep].astype(np.float32), labels[keep].astype(np.int32)
-        )
+        size = self.shape.image_size
+        return [
+            kept_detections(scores[i], labels[i], obj[i], box[i], content_sizes[i], size, min_score) for i in range(n)
+        ]

@@ -75,6 +75,18 @@ def truncate_position_embedding(embeddings_module, height: int, width: int):
     return torch.cat([weight[:1], patches]).unsqueeze(0)
 
 
+def kept_detections(
+    scores, labels, objectness, boxes, content: tuple[int, int], image_size: int, min_score: float
+) -> Detections:
+    """One image's top candidates (detector-input cxcywh boxes) above ``min_score``, as stored boxes: what
+    every backend returns, so their numerics meet here."""
+    keep = scores > min_score
+    stored = detector_to_stored(boxes[keep], (content[0] / image_size, content[1] / image_size))
+    return Detections(
+        stored, scores[keep].astype(np.float32), objectness[keep].astype(np.float32), labels[keep].astype(np.int32)
+    )
+
+
 class Owlv2Detector:
     def __init__(
         self,
@@ -328,19 +340,9 @@ class Owlv2Detector:
             top_obj = objectness.gather(1, top_idx)
             top_boxes = boxes.gather(1, top_idx.unsqueeze(-1).expand(-1, -1, 4))
             scores, labels, obj, box = (t.cpu().numpy() for t in (top_score, top_query, top_obj, top_boxes))
-        results: list[Detections | DecodeFailure] = []
-        for i, (cw, ch) in enumerate(content_sizes):
-            if i in failures:
-                results.append(failures[i])
-                continue
-            keep = scores[i] > min_score
-            stored = detector_to_stored(box[i][keep], (cw / self.image_size, ch / self.image_size))
-            results.append(
-                Detections(
-                    stored,
-                    scores[i][keep].astype(np.float32),
-                    obj[i][keep].astype(np.float32),
-                    labels[i][keep].astype(np.int32),
-                )
-            )
-        return results
+        return [
+            failures[i]
+            if i in failures
+            else kept_detections(scores[i], labels[i], obj[i], box[i], content, self.image_size, min_score)
+            for i, content in enumerate(content_sizes)
+        ]
