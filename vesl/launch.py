@@ -51,6 +51,7 @@ from vesl.progress import ProgressMonitor
 from vesl.records import InputShard
 from vesl.schema import Provenance
 from vesl.stopping import (
+    RUNNER_CONTEXT,
     RunStopped,
     exit_status_for,
     failed,
@@ -233,7 +234,6 @@ def check_output(output: str) -> None:
 
 
 _WORKER_USAGE = re.compile(r"\b(?:InputError|ConfigConflict): (.+)")
-_RUNNER_CONTEXT = re.compile(r" \[while running '[^']*'\]$")
 
 
 def worker_usage_error(exc: BaseException) -> str | None:
@@ -241,9 +241,9 @@ def worker_usage_error(exc: BaseException) -> str | None:
     of another configuration): the exception itself on a local runner, its text in the runner's error on a
     remote one; None for any other failure."""
     if isinstance(exc, (InputError, resume.ConfigConflict)):
-        return _RUNNER_CONTEXT.sub("", str(exc).strip())
+        return RUNNER_CONTEXT.sub("", str(exc).strip())
     match = _WORKER_USAGE.search(str(exc))
-    return _RUNNER_CONTEXT.sub("", match[1].strip()) if match else None
+    return RUNNER_CONTEXT.sub("", match[1].strip()) if match else None
 
 
 # -- the resume plan, under the lease -------------------------------------------------------------

@@ -178,7 +178,7 @@ def shards_committed(committed: int, total: int | None, by_this_run: int | None)
 
 
 _ERRNO = re.compile(r"\[Errno \d+\] [^\n]*")
-_RUNNER_CONTEXT = re.compile(r"(?: \[while running '[^']*'\])+")
+RUNNER_CONTEXT = re.compile(r"(?: \[while running '[^']*'\])+")
 # Beam's FileSystems.rename says which move failed as {('source', 'target'): OSError(PermissionError(13, '...'))}.
 _BEAM_RENAME = re.compile(r"\('([^']*)', '([^']*)'\): \w+\(\w+\((\d+), '([^']*)'\)\)")
 _ERROR_LINE = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception|Interrupt)\w*): (.+)$", re.M)
@@ -190,7 +190,7 @@ def failure_cause(exc: BaseException) -> str:
     last error message in the (possibly chained, possibly remote) traceback. Beam's step context
     (``[while running 'Step']``) is cut; the step is in the traceback file."""
     text = "".join(traceback.format_exception(exc))
-    system = [_RUNNER_CONTEXT.sub("", m).strip() for m in _ERRNO.findall(text)]
+    system = [RUNNER_CONTEXT.sub("", m).strip() for m in _ERRNO.findall(text)]
     system += [f"[Errno {n}] {message}: '{target}'" for _, target, n, message in _BEAM_RENAME.findall(text)]
     with_path = [s for s in system if re.search(r": '[^']+'$", s)]
     if with_path or system:
@@ -198,8 +198,8 @@ def failure_cause(exc: BaseException) -> str:
     errors = _ERROR_LINE.findall(text)
     if errors:
         name, message = errors[0] if len(errors) == 1 else innermost(errors)
-        return f"{name}: {_RUNNER_CONTEXT.sub('', message).strip()}"
-    return f"{type(exc).__name__}: {_RUNNER_CONTEXT.sub('', str(exc)).strip()}"
+        return f"{name}: {RUNNER_CONTEXT.sub('', message).strip()}"
+    return f"{type(exc).__name__}: {RUNNER_CONTEXT.sub('', str(exc)).strip()}"
 
 
 def innermost(errors: list[tuple[str, str]]) -> tuple[str, str]:
