@@ -52,6 +52,34 @@ def batch_parts(batch: Sequence[DetectorInput]) -> tuple[list, list[tuple[int, i
     )
 
 
+class CoreDetector:
+    """An OWLv2 core (``detect(images, content sizes, phrase lists, min_score, max_candidates,
+    query_buckets)``: the torch ``Owlv2Detector``, the jax ``JaxOwlv2Detector``) behind the ``Detector``
+    interface. With ``cpu_threads``, PyTorch is held to the worker's thread budget before every batch
+    (with OpenMP the count is per thread, and Beam runs bundles in other threads than the one that loaded
+    the model: ``vesl.threads``)."""
+
+    def __init__(self, core, config, cpu_threads: int | None = None):
+        self.core = core
+        self.config = config
+        self.cpu_threads = cpu_threads
+
+    def detect(self, batch: Sequence[DetectorInput], min_score: float) -> list:
+        if self.cpu_threads is not None:
+            from vesl.threads import apply_cpu_threads
+
+            apply_cpu_threads(self.cpu_threads)
+        images, sizes, queries = batch_parts(batch)
+        return self.core.detect(
+            images,
+            sizes,
+            queries,
+            min_score=min_score,
+            max_candidates=self.config.max_candidates,
+            query_buckets=self.config.query_buckets,
+        )
+
+
 @dataclass(frozen=True)
 class NoOptions:
     """The settings of a backend that has none of its own."""
@@ -82,7 +110,10 @@ class DetectorBackend:
         raise NotImplementedError
 
     def weights(self, config) -> str:
-        return "pretrained"
+        """``pretrained`` or ``random weights``: what the checkpoint holds (``vesl.models.checkpoint``)."""
+        from vesl.models.checkpoint import preflight
+
+        return preflight(config.checkpoint)
 
     def check(self, config) -> None:
         return None

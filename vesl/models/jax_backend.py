@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vesl.config import parse_bool
-from vesl.models.detector import BackendFlag, BackendUnavailable, DetectorBackend, batch_parts
+from vesl.models.detector import BackendFlag, BackendUnavailable, CoreDetector, DetectorBackend
 
 PLATFORMS = {"auto": None, "cpu": "cpu", "tpu": "tpu", "gpu": "gpu", "cuda": "gpu"}
 PRECISIONS = ("default", "high", "highest")
@@ -141,17 +141,6 @@ def detector_from_tensors(tensors: dict, hf_config, tokenizer, config, devices):
     )
 
 
-class JaxDetector:
-    """``JaxOwlv2Detector`` behind the ``Detector`` interface."""
-
-    def __init__(self, detector, config):
-        self.detector = detector
-        self.config = config
-
-    def detect(self, batch, min_score: float) -> list:
-        return self.detector.detect(*batch_parts(batch), min_score=min_score)
-
-
 class JaxBackend(DetectorBackend):
     name = "jax"
     options = JaxOptions
@@ -161,13 +150,8 @@ class JaxBackend(DetectorBackend):
         BackendFlag("jax_all_devices", "all_devices", parse_bool, "shard each batch over every device of the host"),
     )
 
-    def load(self, config, cpu_threads: int | None = None) -> JaxDetector:
-        return JaxDetector(load_jax_detector(config), config)
-
-    def weights(self, config) -> str:
-        from vesl.models.checkpoint import preflight
-
-        return preflight(config.checkpoint)
+    def load(self, config, cpu_threads: int | None = None) -> CoreDetector:
+        return CoreDetector(load_jax_detector(config), config)
 
     def check(self, config) -> None:
         jax_devices(config.device, config.options.all_devices)

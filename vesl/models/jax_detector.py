@@ -47,11 +47,6 @@ def batch_buckets(max_batch: int, devices: int) -> tuple[int, ...]:
     return (*sizes, top)
 
 
-def bucket_for(n: int, buckets: Sequence[int], multiple: int = 1) -> int:
-    """The smallest bucket that holds ``n``; beyond the largest, ``n`` rounded up to ``multiple``."""
-    return next((b for b in buckets if b >= n), -(-n // multiple) * multiple)
-
-
 def text_buckets(most: int) -> tuple[int, ...]:
     sizes, size = [], MIN_TEXT_BUCKET
     while size < most:
@@ -177,7 +172,7 @@ class JaxOwlv2Detector:
 
     def embed(self, phrases: Sequence[str], rows: Sequence[int]):
         """Write the query embeddings of ``phrases`` into the table's ``rows`` (padded to a text bucket)."""
-        n = bucket_for(len(phrases), self.text_buckets)
+        n = query_bucket(len(phrases), self.text_buckets)
         padded = list(phrases) + [""] * (n - len(phrases))
         rows = np.asarray(list(rows) + [self.slots.capacity] * (n - len(phrases)), np.int32)
         tokens = self.tokenizer(
@@ -218,7 +213,7 @@ class JaxOwlv2Detector:
         if not all(isinstance(image, np.ndarray) for image in images):
             raise ValueError("the jax backend takes images decoded on the CPU (letterboxed uint8 arrays)")
         n = len(images)
-        b = bucket_for(n, self.batch_buckets, len(self.devices))
+        b = query_bucket(n, self.batch_buckets, len(self.devices))
         size = self.shape.image_size
         pixels = np.zeros((b, size, size, 3), np.uint8)
         np.stack(images, out=pixels[:n])  # straight into the padded batch: no second copy

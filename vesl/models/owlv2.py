@@ -49,12 +49,10 @@ def batch_bucket(n_images: int, max_batch: int) -> int:
     return max(n_images, min(bucket, max_batch))
 
 
-def query_bucket(n_queries: int, buckets: Sequence[int]) -> int:
-    """The smallest bucket that holds ``n_queries`` (or ``n_queries`` itself beyond the largest)."""
-    for bucket in buckets:
-        if bucket >= n_queries:
-            return bucket
-    return n_queries
+def query_bucket(n: int, buckets: Sequence[int], multiple: int = 1) -> int:
+    """The smallest bucket that holds ``n`` queries (or images: the jax backend's batches); beyond the
+    largest, ``n`` rounded up to ``multiple``."""
+    return next((bucket for bucket in buckets if bucket >= n), -(-n // multiple) * multiple)
 
 
 POSITION_EMBEDDINGS = ("interpolate", "truncate")

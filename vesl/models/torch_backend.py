@@ -4,12 +4,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from vesl.config import parse_bool
-from vesl.models.detector import BackendFlag, BackendUnavailable, DetectorBackend, batch_parts
-from vesl.records import DetectorInput
+from vesl.models.detector import BackendFlag, BackendUnavailable, CoreDetector, DetectorBackend
 
 ATTENTION = ("sdpa", "eager", "flash_attention_2")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
@@ -40,28 +38,6 @@ class TorchOptions:
         return errors
 
 
-class TorchDetector:
-    """``Owlv2Detector`` behind the ``Detector`` interface, holding PyTorch to the worker's thread budget
-    before every batch (with OpenMP the count is per thread, and Beam runs bundles in other threads than
-    the one that loaded the model: ``vesl.threads``)."""
-
-    def __init__(self, detector, config, cpu_threads: int | None = None):
-        self.detector = detector
-        self.config = config
-        self.cpu_threads = cpu_threads
-
-    def detect(self, batch: Sequence[DetectorInput], min_score: float) -> list:
-        from vesl.threads import apply_cpu_threads
-
-        apply_cpu_threads(self.cpu_threads)
-        return self.detector.detect(
-            *batch_parts(batch),
-            min_score=min_score,
-            max_candidates=self.config.max_candidates,
-            query_buckets=self.config.query_buckets,
-        )
-
-
 class TorchBackend(DetectorBackend):
     name = "torch"
     options = TorchOptions
@@ -72,17 +48,12 @@ class TorchBackend(DetectorBackend):
         BackendFlag("image_decoder", "image_decoder", str, "auto | pil (CPU) | nvimgcodec (JPEGs on the device)"),
     )
 
-    def load(self, config, cpu_threads: int | None = None) -> TorchDetector:
+    def load(self, config, cpu_threads: int | None = None) -> CoreDetector:
         from vesl.models.owlv2 import Owlv2Detector
         from vesl.threads import apply_cpu_threads
 
         apply_cpu_threads(cpu_threads)
-        return TorchDetector(Owlv2Detector.from_config(config), config, cpu_threads)
-
-    def weights(self, config) -> str:
-        from vesl.models.checkpoint import preflight
-
-        return preflight(config.checkpoint)
+        return CoreDetector(Owlv2Detector.from_config(config), config, cpu_threads)
 
     def check(self, config) -> None:
         from vesl.models.devices import DeviceUnavailable, resolve_device
