@@ -262,8 +262,7 @@ def describe_job(run_result: dict[str, Any]) -> dict[str, Any]:
 
 def flex_template_metadata() -> dict[str, Any]:
     """Every VESL option as a Flex Template parameter (regenerate after changing options)."""
-    from vesl.models.backends import BACKENDS
-    from vesl.options import _FIELDS
+    from vesl.options import _FIELDS, backend_flags
 
     parameters = [
         {"name": "input", "label": "Input shards", "helpText": "img2dataset output folder(s) (any format), or "
@@ -280,10 +279,9 @@ def flex_template_metadata() -> dict[str, Any]:
     ]  # fmt: skip
     for flag, section, field, _, help_text in _FIELDS:
         parameters.append({"name": flag, "label": f"{section}.{field}", "helpText": help_text, "isOptional": True})
-    for name, backend in BACKENDS.items():  # each detector backend's own settings
-        for option in backend.flags:
-            label, text = f"detect.options.{option.field} ({name})", f"{option.help} ({name} backend)"
-            parameters.append({"name": option.flag, "label": label, "helpText": text, "isOptional": True})
+    for name, option in backend_flags():  # each detector backend's own settings
+        label, text = f"detect.options.{option.field} ({name})", f"{option.help} ({name} backend)"
+        parameters.append({"name": option.flag, "label": label, "helpText": text, "isOptional": True})
     return {
         "name": "VESL",
         "description": "Image-caption shards -> noun phrases -> OWLv2 regions -> region-text Parquet and TFRecord",

@@ -70,7 +70,7 @@ _FIELDS: list[tuple[str, str, str, Any, str]] = [
     ("shared_parse", "phrases", "shared_parse", parse_bool, "both: one spaCy parse feeds CLOC's grammar too"),
     ("max_ngram_len", "phrases", "max_ngram_len", int, "ngrams: longest N-gram (OWL-ST: 10)"),
     ("clean_captions", "phrases", "clean_captions", parse_bool, "unescape HTML entities, blank tags and URLs"),
-    ("detector_backend", "detect", "backend", str, "detector backend: torch (vesl.models.backends)"),
+    ("detector_backend", "detect", "backend", str, "detector backend: torch | jax (vesl.models.backends)"),
     ("checkpoint", "detect", "checkpoint", str, "OWLv2 checkpoint: HF id, local folder or gs:// folder"),
     ("image_size", "detect", "image_size", int, "detector input size in pixels (CLOC: 448)"),
     ("device", "detect", "device", str, "auto | cpu | cuda | cuda:N (cuda without a GPU fails)"),
@@ -182,13 +182,13 @@ class VeslOptions(PipelineOptions):
         )
         for flag, _, _, kind, help_text in _FIELDS:
             parser.add_argument(f"--{flag}", type=kind, default=None, help=help_text)
-        for backend, flag in _backend_flags():
+        for backend, flag in backend_flags():
             parser.add_argument(
                 f"--{flag.flag}", type=flag.parse, default=None, help=f"{flag.help} ({backend} backend)"
             )
 
 
-def _backend_flags():
+def backend_flags():
     """(backend name, BackendFlag) of every registered detector backend's own settings."""
     from vesl.models.backends import BACKENDS
 
@@ -206,7 +206,7 @@ def config_from_options(options: VeslOptions) -> VeslConfig:
             overrides.setdefault(section, {})[field] = values[flag]
     backend = overrides.get("detect", {}).get("backend") or load_preset(preset).get("detect", {}).get("backend")
     backend = backend or DEFAULT_DETECTOR_BACKEND
-    for owner, flag in _backend_flags():
+    for owner, flag in backend_flags():
         if values.get(flag.flag) is None:
             continue
         if owner != backend:
