@@ -39,7 +39,7 @@ from vesl.context import RunContext, WorkerSettings
 from vesl.io.inputs import InputError, discover_inputs, input_exists, split_patterns
 from vesl.io.layout import OutputLayout, shard_output_id
 from vesl.io.lease import STALE_AFTER_S, LeaseHeld, LeaseLost, OutputLease, read_lease
-from vesl.io.outputs import OutputFolder
+from vesl.io.outputs import OutputFolder, committed_ids
 from vesl.io.readers import as_input_shard
 from vesl.local_runner import LocalRunner, local_runner
 from vesl.models.backends import detector_backend
@@ -250,15 +250,6 @@ def worker_usage_error(exc: BaseException) -> str | None:
 def accepted_digests(config: VeslConfig) -> tuple[str, ...]:
     """This configuration's digest, then what earlier VESL versions called it (folders they wrote resume)."""
     return (config.digest(), *sorted(config.earlier_digests()))
-
-
-def committed_ids(layout: OutputLayout) -> set[str]:
-    """Shard ids with a stats file in the folder: committed by any run, whatever its input."""
-    fs, root = fsspec.core.url_to_fs(layout.root)
-    stats_dir = f"{root.rstrip('/')}/stats"
-    suffix = layout.suffix("stats")
-    listed = fs.ls(stats_dir, detail=False) if fs.isdir(stats_dir) else []
-    return {p.rsplit("/", 1)[-1][: -len(suffix)] for p in listed if p.endswith(suffix)}
 
 
 def folder_digests(layout: OutputLayout, shard_ids: set[str]) -> dict[str, str]:

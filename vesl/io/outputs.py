@@ -141,6 +141,17 @@ def _cells_of_group(
     return found
 
 
+def committed_ids(layout: OutputLayout) -> set[str]:
+    """Shard ids with a stats file in the folder: committed by any run, whatever its input. Listed afresh
+    (object stores' listings are cached per process, and another run may have committed since)."""
+    fs, root = fsspec.core.url_to_fs(layout.root)
+    fs.invalidate_cache()
+    stats_dir = f"{root.rstrip('/')}/stats"
+    suffix = layout.suffix("stats")
+    listed = fs.ls(stats_dir, detail=False) if fs.isdir(stats_dir) else []
+    return {posixpath.basename(p)[: -len(suffix)] for p in listed if p.endswith(suffix)}
+
+
 class OutputFolder:
     """A VESL output folder, read through its committed shards. The list of committed shards is read
     once, at first use (one small read per stats file): an ``OutputFolder`` is a snapshot of the
@@ -190,10 +201,7 @@ class OutputFolder:
         whose shard has no stats file: a run that stopped before committing them left them. Only a run
         holding the folder's lease may call this (no other run is writing). Returns the paths removed."""
         fs, _ = fsspec.core.url_to_fs(self.root)
-        fs.invalidate_cache()  # object stores' listings are cached per process
-        committed = {
-            posixpath.basename(p)[: -len(".json")] for p in fs.glob(fsspec.core.url_to_fs(layout.stats_glob)[1])
-        }
+        committed = committed_ids(layout)
         doomed = []
         for fmt in (*layout.data_formats, "rejects"):
             folder, suffix = fsspec.core.url_to_fs(layout.dir(fmt))[1], layout.suffix(fmt)
