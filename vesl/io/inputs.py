@@ -184,9 +184,10 @@ class ShardFinder:
             members = sorted(self.listing(path).infos.items())
             text = "\n".join(f"{posixpath.basename(p)}:{input_identity(info)}" for p, info in members)
             return f"files={len(members)};sha1={hashlib.sha1(text.encode()).hexdigest()[:16]}"
-        if path not in self.infos:
-            self.infos[path] = self.fs.info(path)
-        return input_identity(self.infos[path])
+        info = self._info(path)
+        if info is None:
+            raise FileNotFoundError(path)
+        return input_identity(info)
 
     def img2dataset_folder(self, path: str) -> tuple[Img2datasetFolder | None, dict[str, InputShard]]:
         """The folder as img2dataset output (or None), and its shards by data path; once per folder, so a glob
@@ -215,7 +216,17 @@ class ShardFinder:
     def _exists(self, path: str) -> bool:
         """A sidecar img2dataset should have written may be missing (an unfinished shard): that is said
         by the shard's source check, not here."""
-        return path in self.infos or self.fs.exists(path)
+        return self._info(path) is not None
+
+    def _info(self, path: str) -> dict | None:
+        """The path's listing entry: from a listing already made, else one ``info`` call (kept, so the
+        path's identity costs no second call on an object store); None when the path is not there."""
+        if path not in self.infos:
+            try:
+                self.infos[path] = self.fs.info(path)
+            except FileNotFoundError:
+                return None
+        return self.infos[path]
 
     def step(self, folder: str) -> FolderStep:
         """One folder by the folder rules: the shards it holds itself, and the subfolders to walk."""
