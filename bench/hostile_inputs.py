@@ -541,6 +541,12 @@ def base_argv(inputs: Path, output: Path, checkpoint: str, threshold: str = "0")
     ]
 
 
+def summary_of(output: Path) -> dict | None:
+    """The run's summary.json, or None where the run wrote none."""
+    path = output / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def reasons_of(summary: dict) -> dict[str, int]:
     return {
         f"{stage}:{reason}": n
@@ -647,7 +653,7 @@ def concurrent_cases(work: Path, checkpoint: str) -> list[dict]:
     os.killpg(killed.pid, signal.SIGKILL)
     killed.wait(30)
     rerun = run_cli(base_argv(inputs, killed_out, checkpoint))
-    summary = json.loads((killed_out / "summary.json").read_text()) if (killed_out / "summary.json").exists() else None
+    summary = summary_of(killed_out)
     ok = (
         rerun["exit"] == 0
         and summary is not None
@@ -806,12 +812,13 @@ def fault_case(
     problems = [] if exit_status == status else [f"exit {exit_status}, expected {status}"]
     if len(lines) != 1 or said not in lines[0]:
         problems.append("not one line saying " + repr(said))
-    if cleans_up and faults.uncommitted_leftovers(out):
-        problems.append("left: " + ", ".join(faults.uncommitted_leftovers(out)[:3]))
+    left = faults.uncommitted_leftovers(out) if cleans_up else []
+    if left:
+        problems.append("left: " + ", ".join(left[:3]))
     if fix:
         fix()
     rerun = run_cli([*argv[: -len(runner)], "--runner", "FnApiRunner", "--progress", "false"])
-    summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else None
+    summary = summary_of(out)
     if rerun["exit"] != 0 or summary is None or summary["counts"]["written"] != 6 or faults.uncommitted_leftovers(out):
         problems.append(f"the rerun did not complete the folder (exit {rerun['exit']}: {rerun['last_stderr']})")
     return {
@@ -836,7 +843,7 @@ def changed_input_case(parent: Path, inputs: Path, checkpoint: str) -> dict:
     first = run_cli(argv)
     good_tar(changed / "part-1.tar", "q1-", n=3)  # other images and captions under the same name
     rerun = run_cli(argv)
-    summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
+    summary = summary_of(out) or {}
     keys = {
         row["key"] for f in (out / "parquet").glob("*.parquet") for row in pq.read_table(f, columns=["key"]).to_pylist()
     }

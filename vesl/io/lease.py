@@ -192,7 +192,7 @@ class GcsLeaseStore:
         try:
             return blob.download_as_bytes(if_generation_match=blob.generation), blob.generation
         except Exception as exc:  # replaced (412) or given back (404) between the two calls: read again
-            if _is_precondition(exc) or type(exc).__name__ == "NotFound":
+            if _lost_race(exc):
                 return self.read()
             raise
 
@@ -207,7 +207,7 @@ class GcsLeaseStore:
             # generation 0 means "the object must not exist"
             blob.upload_from_string(data, content_type="application/json", if_generation_match=token or 0)
         except Exception as exc:
-            if _is_precondition(exc) or type(exc).__name__ == "NotFound":
+            if _lost_race(exc):
                 return False, None
             raise
         return True, blob.generation
@@ -215,6 +215,12 @@ class GcsLeaseStore:
 
 def _is_precondition(exc: Exception) -> bool:
     return type(exc).__name__ == "PreconditionFailed" or getattr(exc, "code", None) == 412
+
+
+def _lost_race(exc: BaseException) -> bool:
+    """Another writer got there between our read and our write: the object was replaced (412) or removed
+    (404)."""
+    return _is_precondition(exc) or type(exc).__name__ == "NotFound"
 
 
 class FsspecLeaseStore:
