@@ -206,3 +206,24 @@ def test_patch_targets_bench_prints_json_for_each_grid(tmp_path, capsys):
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["grid"] for line in lines] == ["28/14", "56/8"]
     assert all(line["direct_union_ms_per_image"] > 0 and line["images"] == 50 for line in lines)
+
+
+def test_bf16_fidelity_bench_compares_both_backends_on_each_variant(capsys):
+    """One line per (box head scale, size, backend); the scaled variant really is another model (its box
+    head's raw outputs spread ~50x less); misses are classified and add up to the unmatched boxes (boxes
+    under one input pixel are neither)."""
+    pytest.importorskip("jax", reason="JAX is not installed (make test installs requirements/jax.txt)")
+    from bench import bf16_fidelity
+
+    rows = bf16_fidelity.main(["--sizes", "32/interpolate", "--images", "4", "--box-head-scales", "1,0.02"])
+    assert [(r["box_head_scale"], r["backend"]) for r in rows] == [
+        (1.0, "torch"),
+        (1.0, "jax"),
+        (0.02, "torch"),
+        (0.02, "jax"),
+    ]
+    assert rows[0]["box_head_raw_std"] > 20 * rows[2]["box_head_raw_std"]
+    for row in rows:
+        assert row["reference_boxes"] > 0 and 0 < row["matched_fraction"] <= 1
+        assert sum(row["misses"].values()) <= row["reference_boxes"] - row["matched_boxes"]
+    assert len(capsys.readouterr().out.splitlines()) == 4
