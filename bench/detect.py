@@ -30,6 +30,7 @@ import time
 from datetime import date
 from pathlib import Path
 
+from bench.peak_rss import PeakRss
 from vesl.config import DetectConfig, FilterConfig
 from vesl.filtering.rules import filter_detections
 from vesl.models.clip_tokenizer import build_clip_tokenizer
@@ -208,39 +209,6 @@ def run_model_only_jax(detector, items, args, config: DetectConfig) -> dict:
     for _ in range(steps):
         jax.block_until_ready(step())
     return {"img_per_s": round(steps * n / (time.perf_counter() - start), 2), "images_timed": steps * n}
-
-
-class PeakRss:
-    """The process's peak resident memory while the block runs (sampled every 5 ms from /proc), so two
-    backends measured in one process each get their own peak."""
-
-    def __enter__(self):
-        import threading
-
-        self.peak = self.current()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._watch, daemon=True)
-        self.thread.start()
-        return self
-
-    @staticmethod
-    def current() -> int:
-        try:
-            return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError):
-            return 0
-
-    def _watch(self) -> None:
-        while not self.stop.wait(0.005):
-            self.peak = max(self.peak, self.current())
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.thread.join()
-
-    @property
-    def mb(self) -> float:
-        return round(self.peak / 2**20, 1)
 
 
 def build_torch(model, tokenizer, device: str, config: DetectConfig):

@@ -6,7 +6,7 @@ page faults and involuntary context switches to a JSON file:
 Why a wrapper: on Linux a process's ru_maxrss keeps the high-water mark of the process it was
 forked from (it survives exec), so a run started straight from a large parent (pytest with torch
 loaded) would report the parent's memory. This small process forks the command itself, so the
-figure is the command's own.
+figure is the command's own. ``PeakRss`` samples the current process instead, for parts of one run.
 """
 
 from __future__ import annotations
@@ -14,6 +14,39 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
+from pathlib import Path
+
+
+class PeakRss:
+    """The process's peak resident memory while the block runs (sampled every 5 ms from /proc), so two
+    backends measured in one process each get their own peak."""
+
+    def __enter__(self):
+        self.peak = self.current()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+        return self
+
+    @staticmethod
+    def current() -> int:
+        try:
+            return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):
+            return 0
+
+    def _watch(self) -> None:
+        while not self.stop.wait(0.005):
+            self.peak = max(self.peak, self.current())
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    @property
+    def mb(self) -> float:
+        return round(self.peak / 2**20, 1)
 
 
 def main() -> int:

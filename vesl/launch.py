@@ -48,7 +48,7 @@ from vesl.models.detector import BackendUnavailable
 from vesl.options import VeslOptions, check_arguments, config_from_options
 from vesl.pipeline import DriverListing, ListOnWorkers, build_pipeline, output_layout
 from vesl.progress import ProgressMonitor
-from vesl.records import InputShard
+from vesl.records import InputShard, KeptShard
 from vesl.schema import Provenance
 from vesl.stopping import (
     RUNNER_CONTEXT,
@@ -82,6 +82,7 @@ class Launch:
     dry_run: bool  # Beam's --dry_run: build the job and hand it to the runner, which does not submit it
     on_workers: bool  # the job's workers list the input (--list_shards)
     cpu_threads: int | None
+    runner: str = DEFAULT_LOCAL_RUNNER  # the runner's name as given (runner_name)
 
     @property
     def vesl(self) -> VeslOptions:
@@ -97,8 +98,9 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     launch = prepare(list(sys.argv[1:] if argv is None else argv), test_pipeline)
     source, weights = list_input(launch)
     provenance = make_provenance(launch.config, weights, launch.dry_run)
-    runner = str(launch.options.view_as(StandardOptions).runner or "")
-    pipeline = test_pipeline or beam.Pipeline(runner=local_runner(runner, launch.options), options=launch.options)
+    pipeline = test_pipeline or beam.Pipeline(
+        runner=local_runner(launch.runner, launch.options), options=launch.options
+    )
     if launch.dry_run:
         return execute(launch, pipeline, source, provenance, None)
     return run_under_lease(launch, pipeline, source, provenance)
@@ -121,8 +123,8 @@ def prepare(argv: list[str], test_pipeline: beam.Pipeline | None) -> Launch:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     cpu_threads = resolve_cpu_threads(options)  # a bad --cpu_threads fails here, before any work
-    runner = str(options.view_as(StandardOptions).runner or "").lower()
-    local = runner in LOCAL_RUNNERS or test_pipeline is not None
+    runner = runner_name(options)
+    local = runner.lower() in LOCAL_RUNNERS or test_pipeline is not None
     if local:
         try:  # what this machine lacks for the detector's settings (a GPU, a decoder): said before any work
             detector_backend(config.detect.backend).check(config.detect)
@@ -130,7 +132,12 @@ def prepare(argv: list[str], test_pipeline: beam.Pipeline | None) -> Launch:
             raise UsageError(str(exc)) from None
     on_workers = vesl_options.list_shards == "workers" or (vesl_options.list_shards == "auto" and not local)
     dry_run = bool(options.view_as(TestOptions).dry_run)
-    return Launch(options, config, local, dry_run, on_workers, cpu_threads)
+    return Launch(options, config, local, dry_run, on_workers, cpu_threads, runner)
+
+
+def runner_name(options: PipelineOptions) -> str:
+    """``--runner`` as given (Beam matches names case-insensitively), the default local runner if none."""
+    return str(options.view_as(StandardOptions).runner or DEFAULT_LOCAL_RUNNER)
 
 
 def resolve_cpu_threads(options: PipelineOptions) -> int | None:
@@ -144,7 +151,7 @@ def resolve_cpu_threads(options: PipelineOptions) -> int | None:
         return given
     direct = options.view_as(DirectOptions)
     return cpu_threads_per_process(
-        str(options.view_as(StandardOptions).runner or DEFAULT_LOCAL_RUNNER),
+        runner_name(options),
         direct.direct_running_mode,
         direct.direct_num_workers,
         options.view_as(DebugOptions).experiments,
@@ -303,9 +310,11 @@ def plan_on_driver(
         )
     uncommit(layout, decision, ids)
     record_folder_config(layout, config)
-    committed = [(c, kept[c]["counts"], False) for c in decision.keep.values()]
-    committed += [(c, stats["counts"], True) for c, stats in gone.items()]
-    return DriverListing(tuple(ids[i] for i in decision.process), tuple(sorted(committed)))
+    committed = [KeptShard(c, kept[c]["counts"]) for c in decision.keep.values()]
+    committed += [KeptShard(c, stats["counts"], input_gone=True) for c, stats in gone.items()]
+    return DriverListing(
+        tuple(ids[i] for i in decision.process), tuple(sorted(committed, key=lambda shard: shard.shard_id))
+    )
 
 
 def say_shards(what: str, paths: list[str]) -> None:
@@ -417,7 +426,7 @@ def run_under_lease(launch: Launch, pipeline: beam.Pipeline, source, provenance:
         left = clean_up(lease, layout, failed and not lease.lost)
         workers = pipeline.runner.worker_output() if isinstance(pipeline.runner, LocalRunner) else ""
         if planned and isinstance(planned[0], DriverListing):  # kept by the plan: committed before this run
-            before = {shard_id for shard_id, _, _ in planned[0].committed}
+            before = {shard.shard_id for shard in planned[0].committed}
         if stopped is not None and (received or failed):
             raise stop_line(stopped, received, layout, source, before, left, workers) from None
         if stopped is not None:
@@ -564,7 +573,7 @@ def plan_source(launch: Launch, layout: OutputLayout, shards: list[InputShard] |
     if launch.dry_run:
         return DriverListing(tuple(shards))
     listing = plan_on_driver(shards, layout, launch.config, overwrite)
-    kept = sum(not gone for _, _, gone in listing.committed)
+    kept = sum(not shard.input_gone for shard in listing.committed)
     if kept:
         log.warning(
             "resuming: %d of %d shards already committed in %s are kept (--overwrite redoes them)",

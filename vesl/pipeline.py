@@ -19,7 +19,7 @@ from vesl.config import VeslConfig
 from vesl.context import RunContext
 from vesl.io.layout import OutputLayout
 from vesl.io.sinks import SINKS, sink_suffixes
-from vesl.records import InputShard
+from vesl.records import InputShard, KeptShard
 from vesl.schema import BOX_CONVENTION, SCHEMA_VERSION, Provenance
 from vesl.transforms import CHECKS, RECORDS, REJECTS
 from vesl.transforms.account import ShardEventFn
@@ -39,13 +39,11 @@ def output_layout(config: VeslConfig, output: str, run_id: str = "") -> OutputLa
 
 @dataclass(frozen=True)
 class DriverListing:
-    """The input as the launcher listed and planned it: the shards this run processes, and (shard id,
-    counts, input gone) of the shards of the same input committed by earlier runs (kept as they are,
-    counted in the summary, their keys in the duplicate-key pass; ``input gone``: kept though their input
-    no longer exists)."""
+    """The input as the launcher listed and planned it: the shards this run processes, and the shards of
+    the same input committed by earlier runs, kept as they are (``KeptShard``)."""
 
     shards: tuple[InputShard, ...]
-    committed: tuple[tuple[str, dict, bool], ...] = ()
+    committed: tuple[KeptShard, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -81,7 +79,7 @@ def summary_header(config: VeslConfig, provenance: Provenance, layout: OutputLay
 
 
 def list_and_plan(p: beam.Pipeline, config: VeslConfig, source: DriverListing | ListOnWorkers, run: RunContext):
-    """(the shards this run processes, (shard id, counts, input gone) of the committed shards it keeps)."""
+    """(the shards this run processes, the committed shards it keeps: KeptShards)."""
     if isinstance(source, ListOnWorkers):
         listed = p | "ListShards" >> ListShards(list(source.patterns), run.layout.root)
         digests = source.accepted_digests or (config.digest(),)
@@ -103,7 +101,7 @@ def build_pipeline(
         | "AllInputShards" >> beam.Flatten()
         | "CountInputShards" >> beam.CombineGlobally(sum)
     )
-    kept_ids = kept | "KeptIds" >> beam.Map(lambda shard: shard[0])
+    kept_ids = kept | "KeptIds" >> beam.Map(lambda shard: shard.shard_id)
     duplicates = (inputs, kept_ids) | "FindDuplicateKeys" >> FindDuplicateKeys(config.read, run.layout)
     read = (inputs, duplicates) | "ReadShards" >> ReadShards(config.read, run.workers)
     stages = [read]
@@ -123,10 +121,10 @@ def build_pipeline(
     rejects = [stage[REJECTS] for stage in stages] | "AllRejects" >> beam.Flatten()
     events = accounting_events(inputs, read, labeled[RECORDS], rejects, run.workers.progress_dir)
     header = summary_header(config, run.provenance, run.layout)
-    previous = kept | "KeptCounts" >> beam.Map(lambda shard: shard[1])
+    previous = kept | "KeptCounts" >> beam.Map(lambda shard: shard.counts)
     gone = (
         kept
-        | "KeptWithoutInput" >> beam.Filter(lambda shard: shard[2])
+        | "KeptWithoutInput" >> beam.Filter(lambda shard: shard.input_gone)
         | "CountWithoutInput" >> beam.combiners.Count.Globally()
     )
     summary = (

@@ -89,6 +89,17 @@ class InputShard:
 
 
 @dataclass(frozen=True)
+class KeptShard:
+    """A shard committed by an earlier run that this run keeps as it is: its counts go into the summary
+    and its keys into the duplicate-key pass. ``input_gone``: kept though its input no longer exists
+    (summary.json's ``input_shards_gone``)."""
+
+    shard_id: str
+    counts: dict
+    input_gone: bool = False
+
+
+@dataclass(frozen=True)
 class SourceCheck:
     """What a shard held against what its producer says it wrote (img2dataset's metadata and stats).
     ``tried``: URLs accounted for (records in the shard + failed downloads + missing ones);

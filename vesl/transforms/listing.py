@@ -40,7 +40,7 @@ from vesl.context import WorkerSettings
 from vesl.io.inputs import ShardFinder, input_exists, no_shards_error
 from vesl.io.layout import OutputLayout, shard_output_id
 from vesl.io.outputs import OutputFolder
-from vesl.records import InputShard
+from vesl.records import InputShard, KeptShard
 from vesl.transforms import METRICS_NAMESPACE
 
 FOLDERS = "folders"
@@ -184,8 +184,8 @@ def stats_shard_id(path: str, suffix: str) -> str:
 
 
 class PlanShardFn(beam.DoFn):
-    """(canonical shard id, {shard, stats}) -> each shard to process, or COMMITTED (committed shard id,
-    counts, input gone) for one that resumes a committed shard: the decisions are ``vesl.resume``'s, as
+    """(canonical shard id, {shard, stats}) -> each shard to process, or COMMITTED (a KeptShard) for one
+    that resumes a committed shard: the decisions are ``vesl.resume``'s, as
     the launcher's for a driver-side listing."""
 
     def __init__(self, layout: OutputLayout, accepted_digests: tuple[str, ...], overwrite: bool, progress_dir=None):
@@ -213,7 +213,7 @@ class PlanShardFn(beam.DoFn):
                 if not input_exists(stats.get("input")):
                     self.gone.inc()
                     log.warning("committed shard %s is kept though its input %s is gone", shard_id, stats["input"])
-                    yield beam.pvalue.TaggedOutput(COMMITTED, (shard_id, stats["counts"], True))
+                    yield beam.pvalue.TaggedOutput(COMMITTED, KeptShard(shard_id, stats["counts"], input_gone=True))
 
     def plan(self, shard, committed: dict[str, str]):
         shard_id = shard_output_id(shard.path)
@@ -223,7 +223,7 @@ class PlanShardFn(beam.DoFn):
             stats = self.read(committed[kept])
             if not resume.changed(stats.get("input_identity"), shard.identity):
                 self.kept.inc()
-                yield beam.pvalue.TaggedOutput(COMMITTED, (kept, stats["counts"], False))
+                yield beam.pvalue.TaggedOutput(COMMITTED, KeptShard(kept, stats["counts"]))
                 return
             self.changed.inc()
             log.warning("committed shard %s is redone: its input %s changed since", kept, shard.path)
@@ -254,8 +254,8 @@ class PlanShardFn(beam.DoFn):
 
 
 class PlanShards(beam.PTransform):
-    """InputShards -> the shards to process (main) + COMMITTED: (shard id, counts) of this input's shards
-    that earlier runs committed. ``accepted_digests``: this configuration's digest first, then what
+    """InputShards -> the shards to process (main) + COMMITTED: KeptShards, this input's shards that
+    earlier runs committed. ``accepted_digests``: this configuration's digest first, then what
     earlier VESL versions called it. ``overwrite``: every shard is processed again."""
 
     def __init__(
