@@ -94,15 +94,18 @@ def miss_kinds(reference, candidate, min_side: float) -> dict[str, int]:
     return kinds
 
 
-def box_head_spread(model, pixels, sizes) -> float:
-    """Standard deviation of the box head's raw outputs (before the box bias and the sigmoid)."""
+def box_head_raw(model, pixels, sizes):
+    """The box head's raw outputs (before the box bias and the sigmoid) on the first batch, float32."""
     import torch
 
     with torch.inference_mode():
         values = model.pixel_values(pixels[:BATCH], sizes[:BATCH])
         feature_map, _ = model.model.image_embedder(pixel_values=values, interpolate_pos_encoding=True)
-        raw = model.model.box_head(feature_map.flatten(1, 2))
-    return round(float(raw.std()), 3)
+        return model.model.box_head(feature_map.flatten(1, 2)).float()
+
+
+def relative_error(reference, candidate) -> float:
+    return round(float((candidate - reference).norm() / reference.norm()), 5)
 
 
 def measure(checkpoint: str, scale: float, size: int, mode: str, images, queries) -> list[dict]:
@@ -110,18 +113,21 @@ def measure(checkpoint: str, scale: float, size: int, mode: str, images, queries
     pixels, sizes = [p for p, _, _ in letterboxed], [(w, h) for _, w, h in letterboxed]
     reference_model = detector(checkpoint, size, mode, "torch", "float32")
     reference = detect_all(reference_model, pixels, sizes, queries, MIN_SCORE, MAX_CANDIDATES)
-    spread = box_head_spread(reference_model, pixels, sizes)
+    raw = box_head_raw(reference_model, pixels, sizes)
     rows = []
     for backend in ("torch", "jax"):
         model = detector(checkpoint, size, mode, backend, "bfloat16")
         # As check_fast_path reads a candidate: threshold lowered by the score tolerance, twice the budget.
         candidate = detect_all(model, pixels, sizes, queries, MIN_SCORE - MAX_SCORE_DIFF, 2 * MAX_CANDIDATES)
         report = compare_detections(reference, candidate, min_side=1.0 / size)
+        # How far bf16 moves the box head's raw outputs (torch's model exposes them; the jax one does not).
+        raw_error = relative_error(raw, box_head_raw(model, pixels, sizes)) if backend == "torch" else None
         rows.append({
-            "bench": "bf16_fidelity", "box_head_scale": scale, "box_head_raw_std": spread, "image_size": size,
+            "bench": "bf16_fidelity", "box_head_scale": scale, "box_head_raw_std": round(float(raw.std()), 3), "image_size": size,
             "position_embedding": mode, "backend": backend, "reference_boxes": report.reference_boxes,
             "matched_boxes": report.matched_boxes, "matched_fraction": report.matched_fraction,
             "max_score_diff": report.max_score_diff, "misses": miss_kinds(reference, candidate, 1.0 / size),
+            "box_head_raw_relative_error": raw_error,
             "images": len(images), "date": date.today().isoformat(), "machine": platform.machine(),
         })  # fmt: skip
     return rows

@@ -14,6 +14,7 @@ from apache_beam.testing import test_pipeline
 from tests.conftest import IMG2DATASET
 from vesl.io.inputs import InputError, discover_inputs
 from vesl.io.layout import OutputLayout, shard_output_id
+from vesl.records import KeptShard
 from vesl.resume import ConfigConflict
 from vesl.transforms.listing import COMMITTED, ListShards, PlanShards
 
@@ -161,7 +162,7 @@ def plan(layout: OutputLayout, shards: list, digest: str, overwrite: bool = Fals
         planned = p | beam.Create(shards) | PlanShards(layout, (digest,), overwrite)
         _ = planned.to_process | "to_process" >> beam.ParDo(Keep("to_process"))
         _ = planned[COMMITTED] | "committed" >> beam.ParDo(Keep("committed"))
-    return sorted(kept("to_process"), key=lambda s: s.path), sorted(kept("committed"))
+    return sorted(kept("to_process"), key=lambda s: s.path), sorted(kept("committed"), key=lambda s: s.shard_id)
 
 
 def test_plan_keeps_this_inputs_committed_shards_and_processes_the_rest(tree, tmp_path):
@@ -174,10 +175,11 @@ def test_plan_keeps_this_inputs_committed_shards_and_processes_the_rest(tree, tm
     touch(Path(layout.path("stats", "half-written")).with_suffix(".json.tmp-123"), "{")  # a commit in flight
     to_process, committed = plan(layout, shards, "d1")
     assert to_process == [s for i, s in enumerate(shards) if i not in (0, 7, 8)]
-    expected = [(shard_output_id(shards[i].path), {"w": i}, False) for i in (0, 7, 8)] + [(gone, {"w": 5}, True)]
-    assert committed == sorted(expected)
-    assert {shard_id for shard_id, _, was_gone in committed if not was_gone} == done
-    assert plan(layout, shards, "d1", overwrite=True) == (shards, [(gone, {"w": 5}, True)])
+    expected = [KeptShard(shard_output_id(shards[i].path), {"w": i}) for i in (0, 7, 8)]
+    expected.append(KeptShard(gone, {"w": 5}, input_gone=True))
+    assert committed == sorted(expected, key=lambda s: s.shard_id)
+    assert {shard.shard_id for shard in committed if not shard.input_gone} == done
+    assert plan(layout, shards, "d1", overwrite=True) == (shards, [KeptShard(gone, {"w": 5}, input_gone=True)])
     assert plan(OutputLayout(str(tmp_path / "fresh")), shards, "d1") == (shards, [])  # no stats folder at all
 
 

@@ -226,4 +226,6 @@ def test_bf16_fidelity_bench_compares_both_backends_on_each_variant(capsys):
     for row in rows:
         assert row["reference_boxes"] > 0 and 0 < row["matched_fraction"] <= 1
         assert sum(row["misses"].values()) <= row["reference_boxes"] - row["matched_boxes"]
+        if row["backend"] == "torch":  # bf16 moves the raw box outputs, by far less than their size
+            assert 0 < row["box_head_raw_relative_error"] < 0.1
     assert len(capsys.readouterr().out.splitlines()) == 4
