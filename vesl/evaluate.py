@@ -6,7 +6,8 @@
 Images are matched by key: a ground-truth image matches a VESL row whose key equals its file name,
 its file name without extension, or its id. For every ground-truth box:
 - class-agnostic recall: some VESL region has IoU >= ``iou`` with it;
-- named recall: some such region's phrase contains the category name (or its plural) as words.
+- named recall: some such region's phrase names the box's category (``CategoryMatcher``: by head noun,
+  with the bundled COCO aliases, so "a young man" names person and "a cat on a mat" names cat, not mat).
 Reported per category and overall, with boxes per image on both sides. Meaningful with a real
 checkpoint; testable with injected regions.
 
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -26,13 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from vesl.patchseg.vocabulary import CategoryMatcher
 from vesl.records import LabeledImage
 from vesl.vision.geometry import box_iou
-
-
-def _names_in(phrase: str, name: str) -> bool:
-    words = " ".join(re.findall(r"[a-z0-9]+", phrase.lower()))
-    return any(re.search(rf"\b{re.escape(form)}\b", words) for form in (name, name + "s", name + "es"))
 
 
 def _gt_keys(gt: dict[str, Any]) -> set[str]:
@@ -57,6 +53,7 @@ def match_images(gt: dict[str, Any], labeled: Iterable[LabeledImage]) -> Iterato
 
 def evaluate(gt: dict[str, Any], labeled: Iterable[LabeledImage], iou: float = 0.5) -> dict[str, Any]:
     categories = {c["id"]: c["name"] for c in gt["categories"]}
+    namer = CategoryMatcher(gt["categories"])
     boxes_by_image: dict[int, list[dict]] = defaultdict(list)
     for ann in gt["annotations"]:
         if not ann.get("iscrowd"):
@@ -80,7 +77,8 @@ def evaluate(gt: dict[str, Any], labeled: Iterable[LabeledImage], iou: float = 0
             counts = totals[category]
             counts[0] += 1
             counts[1] += bool(hit.any())
-            counts[2] += any(h_ and _names_in(r.phrase, category) for h_, r in zip(hit, item.regions))
+            named = (h_ and namer.category_id(r.phrase) == ann["category_id"] for h_, r in zip(hit, item.regions))
+            counts[2] += any(named)
     per_category = {
         name: {"gt_boxes": n, "recall": round(a / n, 4), "named_recall": round(m / n, 4)}
         for name, (n, a, m) in sorted(totals.items())

@@ -23,9 +23,9 @@ pixels of the original image, ``score`` kept, and each annotation's ``phrase``/`
 COCO results (for ``COCO.loadRes`` and ``COCOeval`` against a ground-truth file): a list of
 {image_id, category_id, bbox [x, y, w, h] in pixels, score}. Images are matched to the ground truth by
 file name without extension (VESL's key; img2dataset keys of COCO URLs are those names), or by a key
-that is the image id's number. A region's category is the ground-truth category its phrase names: the
-phrase ends with the category's name, singular or plural ("two black cats" -> cat, "a traffic light"
--> traffic light). Regions of unmatched images or naming no category are left out and counted.
+that is the image id's number. A region's category is the ground-truth category its phrase names
+(``vesl.patchseg.vocabulary.CategoryMatcher``: by head noun, singular or plural, with the bundled COCO
+aliases: "two black cats" -> cat, "a traffic light" -> traffic light, "a young man" -> person). Regions of unmatched images or naming no category are left out and counted.
 
 patch-seg (``vesl.patchseg.export``): the layout patch-seg's ADE20k dataset class reads, for Locality
 Alignment's patch-level probe: ``DEST/images/{training,validation}/STEM.jpg`` beside
@@ -54,7 +54,7 @@ from typing import Any
 import pyarrow as pa
 
 from vesl.io.outputs import OutputFolder, is_output_folder, read_rows
-from vesl.patchseg.vocabulary import add_matching_arguments
+from vesl.patchseg.vocabulary import CategoryMatcher, add_matching_arguments
 from vesl.records import LabeledImage
 from vesl.schema import from_parquet_row
 from vesl.training.torch_dataset import expand_sources
@@ -160,28 +160,13 @@ def coco_document(items: list[LabeledImage]) -> dict[str, Any]:
     }
 
 
-def _plural_forms(name: str) -> set[str]:
-    return {name, name + "s", name + "es", name[:-1] + "ies" if name.endswith("y") else name}
-
-
-def phrase_category(phrase: str, categories: dict[str, int]) -> int | None:
-    """The id of the category ``phrase`` names (its last words), or None; the longest name wins."""
-    words = " ".join(phrase.lower().replace("-", " ").split())
-    best = None
-    for name, category_id in categories.items():
-        named = any(words == form or words.endswith(" " + form) for form in _plural_forms(name.lower()))
-        if named and (best is None or len(name) > len(best[0])):
-            best = (name, category_id)
-    return best[1] if best else None
-
-
 def coco_results(items: list[LabeledImage], gt: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """(results list, counts) for ``COCO.loadRes``."""
     import posixpath
 
     by_name = {posixpath.splitext(posixpath.basename(i["file_name"]))[0]: i["id"] for i in gt["images"]}
     ids = {i["id"] for i in gt["images"]}
-    categories = {c["name"]: c["id"] for c in gt["categories"]}
+    categories = CategoryMatcher(gt["categories"])
     results: list[dict[str, Any]] = []
     counts = {"images_matched": 0, "images_unmatched": 0, "regions": 0, "regions_without_category": 0}
     for item in items:
@@ -194,7 +179,7 @@ def coco_results(items: list[LabeledImage], gt: dict[str, Any]) -> tuple[list[di
             continue
         counts["images_matched"] += 1
         for region in item.regions:
-            category_id = phrase_category(region.phrase, categories)
+            category_id = categories.category_id(region.phrase)
             if category_id is None:
                 counts["regions_without_category"] += 1
                 continue

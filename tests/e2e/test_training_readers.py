@@ -458,6 +458,16 @@ def test_evaluation_against_injected_regions():
     report = evaluate(gt, [exact])
     assert report["recall"] == 1.0 and report["named_recall"] == 0.5  # "truck" does not name "car"
     assert report["per_category"]["dog"] == {"gt_boxes": 1, "recall": 1.0, "named_recall": 1.0}
+    # The phrase's head names the category, with COCO's aliases: "a puppy on a car" is a dog, not a car.
+    gt["categories"].append({"id": 3, "name": "person"})
+    gt["annotations"].append({"id": 3, "image_id": 7, "category_id": 3, "bbox": [0, 0, 40, 100], "iscrowd": 0})
+    heads = labeled([((0.05, 0.1, 0.3, 0.5), "a puppy on a car"), ((0.5, 0.5, 0.9, 0.9), "a car"), ((0, 0, 0.2, 1), "a young man")])  # fmt: skip
+    per_category = evaluate(gt, [heads])["per_category"]
+    assert [per_category[name]["named_recall"] for name in ("dog", "car", "person")] == [1.0, 1.0, 1.0]
+    assert (
+        evaluate(gt, [labeled([((0.05, 0.1, 0.3, 0.5), "a car near a dog")])])["per_category"]["dog"]["named_recall"]
+        == 0
+    )
     shifted = labeled([((0.5, 0.0, 0.75, 0.4), "a dog")])
     assert evaluate(gt, [shifted])["recall"] == 0.0
     assert evaluate(gt, [])["images_matched"] == 0

@@ -11,6 +11,7 @@ import pytest
 
 from tests.unit.test_outputs import write_shard
 from vesl.patchseg.vocabulary import (
+    CategoryMatcher,
     EmbeddingMatcher,
     Match,
     MatchCounts,
@@ -246,3 +247,16 @@ def test_aliases_name_a_class_too_and_a_class_own_name_beats_another_class_alias
     assert stuff.index_to_class()[1] == "person"  # names, not aliases, are what the classes are called
     gt_names = Vocabulary(("dog", "person")).with_aliases_from(things)
     assert gt_names.aliases[0] == ("puppy",) and "man" in gt_names.aliases[1]
+
+
+def test_a_category_matcher_gives_the_ground_truths_ids_by_head_noun_with_cocos_aliases():
+    """COCO exports and evaluations read phrases as categories by this one rule: ids (not positions) of
+    the ground truth's categories, longest name first, plurals, COCO's aliases for COCO's names only."""
+    categories = [{"id": 18, "name": "dog"}, {"id": 10, "name": "traffic light"}, {"id": 1, "name": "person"}]
+    categories.append({"id": 77, "name": "light"})
+    matcher = CategoryMatcher(categories)
+    assert matcher.category_id("two puppies") == 18  # an alias of COCO's dog
+    assert matcher.category_id("two black dogs") == 18 and matcher.category_id("a dog on a leash") == 18
+    assert matcher.category_id("a traffic light") == 10 and matcher.category_id("the lights") == 77
+    assert matcher.category_id("a young man") == 1 and matcher.category_id("some people") == 1
+    assert matcher.category_id("a catalogue") is None and matcher.category_id("a leash") is None

@@ -69,8 +69,8 @@ from vesl.patchseg.vocabulary import (
     Match,
     MatchCounts,
     Matcher,
-    Vocabulary,
     add_matching_arguments,
+    category_vocabulary,
     matched_boxes,
     matcher_from_arguments,
 )
@@ -318,13 +318,6 @@ def predicted_targets(
     return patch_targets(boxes, classes, *size, grid, num_classes, "union", crop)
 
 
-def gt_vocabulary(gt: dict[str, Any]) -> Vocabulary:
-    """The ground truth's category names, in its order: class i is the i-th category; a name COCO's
-    bundled vocabulary knows gets its aliases there ("man" -> person)."""
-    names = Vocabulary(names=tuple(c["name"] for c in gt["categories"]))
-    return names.with_aliases_from(Vocabulary.bundled("coco_things"))
-
-
 def score_output(
     gt: dict[str, Any],
     labeled: Iterable[LabeledImage],
@@ -333,7 +326,7 @@ def score_output(
     matcher: Matcher | None = None,
 ) -> dict[str, Any]:
     """The patch-level score of VESL's rows against a COCO instances file (see the module docstring).
-    ``matcher``: over ``gt_vocabulary(gt)``; default by head noun."""
+    ``matcher``: over ``category_vocabulary(gt["categories"])``; default by head noun."""
     from vesl.evaluate import match_images
 
     categories = gt["categories"]
@@ -342,7 +335,7 @@ def score_output(
     by_image: dict[int, list[dict]] = {}
     for ann in gt["annotations"]:
         by_image.setdefault(ann["image_id"], []).append(ann)
-    vocabulary = gt_vocabulary(gt)
+    vocabulary = category_vocabulary(categories)
     score, regions = PatchScore(names), RegionTally(MatchCounts(vocabulary))
     matcher = matcher or Matcher(vocabulary)
     for image, item in match_images(gt, labeled):
@@ -388,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with open(args.gt, encoding="utf-8") as f:
         gt = json.load(f)
-    matcher = matcher_from_arguments(parser, args, gt_vocabulary(gt))
+    matcher = matcher_from_arguments(parser, args, category_vocabulary(gt["categories"]))
     result = {"ground_truth": args.gt, "output": args.output}
     grid = PatchGrid(args.size, args.patch)
     result.update(score_output(gt, iter_labeled(args.output), grid, args.crop, matcher))

@@ -415,6 +415,26 @@ class Matcher:
         return UNMATCHED if index is None else Match(index, "head")
 
 
+def category_vocabulary(categories: Sequence[dict]) -> Vocabulary:
+    """COCO-style categories (``{"id", "name"}``, a ground truth's) as a vocabulary, in their order: class
+    i is the i-th category; a name the bundled COCO vocabulary knows gets its aliases ("man" -> person)."""
+    names = Vocabulary(names=tuple(c["name"] for c in categories))
+    return names.with_aliases_from(Vocabulary.bundled("coco_things"))
+
+
+class CategoryMatcher:
+    """phrase -> the id of the COCO-style category it names, or None: the one rule by which VESL's COCO
+    exports and evaluations read a phrase as a category (``Matcher`` over ``category_vocabulary``)."""
+
+    def __init__(self, categories: Sequence[dict]):
+        self.ids = [c["id"] for c in categories]
+        self.matcher = Matcher(category_vocabulary(categories))
+
+    def category_id(self, phrase: str) -> int | None:
+        index = self.matcher.match(phrase).class_index
+        return None if index is None else self.ids[index - 1]
+
+
 def matched_boxes(boxes, phrases: Sequence[str], matcher: Matcher) -> tuple[np.ndarray, np.ndarray, list[Match]]:
     """The regions whose phrase the matcher names a class: their boxes (``[K, 4]``) and class ids
     (``[K]``), and every phrase's match (for the counts). Unmatched regions are left out: they are not
