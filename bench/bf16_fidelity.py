@@ -3,7 +3,10 @@ label, IoU >= 0.9, score within 0.02), for torch's own bf16 and the jax backend'
 missed boxes are. Prints one JSON line per (model variant, image size, backend).
 
     python -m bench.bf16_fidelity [--sizes 64/truncate,96/interpolate,32/interpolate] [--images 40]
-        [--box-head-scales 1,0.02]
+        [--box-head-scales 1,0.02] [--dtype bfloat16|float16]
+
+``--dtype float16`` measures float16 instead (3 more bits of significand than bf16, a GPU's other
+half-precision type; a TPU has no fast float16).
 
 Why: the equality check's bar is 99% matched. On these random weights neither backend reaches it,
 and this measures whether that is the code or the weights. Variants of the same seeded checkpoint:
@@ -108,7 +111,7 @@ def relative_error(reference, candidate) -> float:
     return round(float((candidate - reference).norm() / reference.norm()), 5)
 
 
-def measure(checkpoint: str, scale: float, size: int, mode: str, images, queries) -> list[dict]:
+def measure(checkpoint: str, scale: float, size: int, mode: str, images, queries, dtype: str) -> list[dict]:
     letterboxed = [letterbox(image, size) for image in images]
     pixels, sizes = [p for p, _, _ in letterboxed], [(w, h) for _, w, h in letterboxed]
     reference_model = detector(checkpoint, size, mode, "torch", "float32")
@@ -116,14 +119,14 @@ def measure(checkpoint: str, scale: float, size: int, mode: str, images, queries
     raw = box_head_raw(reference_model, pixels, sizes)
     rows = []
     for backend in ("torch", "jax"):
-        model = detector(checkpoint, size, mode, backend, "bfloat16")
+        model = detector(checkpoint, size, mode, backend, dtype)
         # As check_fast_path reads a candidate: threshold lowered by the score tolerance, twice the budget.
         candidate = detect_all(model, pixels, sizes, queries, MIN_SCORE - MAX_SCORE_DIFF, 2 * MAX_CANDIDATES)
         report = compare_detections(reference, candidate, min_side=1.0 / size)
         # How far bf16 moves the box head's raw outputs (torch's model exposes them; the jax one does not).
         raw_error = relative_error(raw, box_head_raw(model, pixels, sizes)) if backend == "torch" else None
         rows.append({
-            "bench": "bf16_fidelity", "box_head_scale": scale, "box_head_raw_std": round(float(raw.std()), 3), "image_size": size,
+            "bench": "bf16_fidelity", "box_head_scale": scale, "box_head_raw_std": round(float(raw.std()), 3), "dtype": dtype, "image_size": size,
             "position_embedding": mode, "backend": backend, "reference_boxes": report.reference_boxes,
             "matched_boxes": report.matched_boxes, "matched_fraction": report.matched_fraction,
             "max_score_diff": report.max_score_diff, "misses": miss_kinds(reference, candidate, 1.0 / size),
@@ -138,6 +141,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--sizes", default="64/truncate,96/interpolate,32/interpolate")
     parser.add_argument("--images", type=int, default=40)
     parser.add_argument("--box-head-scales", default="1,0.02")
+    parser.add_argument("--dtype", default="bfloat16", help="the reduced precision against float32: bfloat16 | float16")
     args = parser.parse_args(argv)
     encoded, phrase_lists, _ = load_inputs(max(QUERY_BUCKETS))
     images = [Image.open(io.BytesIO(data)).convert("RGB") for data in encoded[: args.images]]
@@ -148,7 +152,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             checkpoint = write_variant(Path(tmp) / f"scale-{scale}", scale)
             for entry in args.sizes.split(","):
                 size, mode = entry.split("/")
-                for row in measure(checkpoint, scale, int(size), mode, images, queries):
+                for row in measure(checkpoint, scale, int(size), mode, images, queries, args.dtype):
                     print(json.dumps(row), flush=True)
                     results.append(row)
     return results

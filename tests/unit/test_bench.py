@@ -229,3 +229,4 @@ def test_bf16_fidelity_bench_compares_both_backends_on_each_variant(capsys):
         if row["backend"] == "torch":  # bf16 moves the raw box outputs, by far less than their size
             assert 0 < row["box_head_raw_relative_error"] < 0.1
     assert len(capsys.readouterr().out.splitlines()) == 4
+    assert {r["dtype"] for r in rows} == {"bfloat16"}
