@@ -32,7 +32,7 @@ from PIL import Image
 
 from bench.detect import load_inputs
 from vesl.config import DetectConfig
-from vesl.models.equality import MAX_SCORE_DIFF, MIN_IOU, compare_detections
+from vesl.models.equality import MIN_IOU, boxes_above, compare_detections, read_candidate
 from vesl.models.owlv2 import Owlv2Detector
 from vesl.models.tiny import write_tiny_checkpoint
 from vesl.vision.geometry import box_iou, letterbox
@@ -67,12 +67,10 @@ def detector(checkpoint: str, size: int, mode: str, backend: str, dtype: str):
     return Owlv2Detector.from_config(config)
 
 
-def detect_all(model, pixels, sizes, queries, min_score: float, max_candidates: int) -> list:
-    out = []
+def batches(pixels, sizes, queries):
     for i in range(0, len(pixels), BATCH):
         window = slice(i, i + BATCH)
-        out += model.detect(pixels[window], sizes[window], queries[window], min_score, max_candidates, QUERY_BUCKETS)
-    return out
+        yield pixels[window], sizes[window], queries[window]
 
 
 def miss_kind(box: np.ndarray, label: int, candidate) -> str | None:
@@ -87,11 +85,12 @@ def miss_kind(box: np.ndarray, label: int, candidate) -> str | None:
 
 
 def miss_kinds(reference, candidate, min_side: float) -> dict[str, int]:
-    """The misses of every reference box with both sides >= ``min_side``, by kind."""
+    """The misses of every reference box the equality check compares (``boxes_above``), by kind."""
     kinds = {"iou": 0, "label": 0, "gone": 0}
     for ref, cand in zip(reference, candidate, strict=True):
-        for box, label in zip(ref.boxes, ref.query_index):
-            kind = miss_kind(box, label, cand) if min(box[2] - box[0], box[3] - box[1]) >= min_side else None
+        boxes, _, labels = boxes_above(ref, min_side)
+        for box, label in zip(boxes, labels):
+            kind = miss_kind(box, label, cand)
             if kind:
                 kinds[kind] += 1
     return kinds
@@ -115,13 +114,13 @@ def measure(checkpoint: str, scale: float, size: int, mode: str, images, queries
     letterboxed = [letterbox(image, size) for image in images]
     pixels, sizes = [p for p, _, _ in letterboxed], [(w, h) for _, w, h in letterboxed]
     reference_model = detector(checkpoint, size, mode, "torch", "float32")
-    reference = detect_all(reference_model, pixels, sizes, queries, MIN_SCORE, MAX_CANDIDATES)
+    read = list(batches(pixels, sizes, queries))
+    reference = [d for b in read for d in reference_model.detect(*b, MIN_SCORE, MAX_CANDIDATES, QUERY_BUCKETS)]
     raw = box_head_raw(reference_model, pixels, sizes)
     rows = []
     for backend in ("torch", "jax"):
         model = detector(checkpoint, size, mode, backend, dtype)
-        # As check_fast_path reads a candidate: threshold lowered by the score tolerance, twice the budget.
-        candidate = detect_all(model, pixels, sizes, queries, MIN_SCORE - MAX_SCORE_DIFF, 2 * MAX_CANDIDATES)
+        candidate = [d for b in read for d in read_candidate(model, *b, MIN_SCORE, MAX_CANDIDATES, QUERY_BUCKETS)]
         report = compare_detections(reference, candidate, min_side=1.0 / size)
         # How far bf16 moves the box head's raw outputs (torch's model exposes them; the jax one does not).
         raw_error = relative_error(raw, box_head_raw(model, pixels, sizes)) if backend == "torch" else None

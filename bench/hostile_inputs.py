@@ -578,9 +578,8 @@ def run_case(case: Case, work: Path, checkpoint: str) -> dict:
     if outcome["exit"] != case.exit_code:
         problems.append(f"exit {outcome['exit']}, expected {case.exit_code}")
     if case.exit_code == 0:
-        summary_path = output / "summary.json"
-        if summary_path.exists():
-            summary = json.loads(summary_path.read_text())
+        summary = summary_of(output)
+        if summary is not None:
             counts = summary["counts"]
             outcome.update(read=counts["read"], written=counts["written"], rejected=counts["rejected"])
             outcome.update(balanced=counts["balanced"], reasons=reasons_of(summary))

@@ -69,6 +69,7 @@ def evaluate(gt: dict[str, Any], labeled: Iterable[LabeledImage], iou: float = 0
         gt_boxes += len(anns)
         regions += len(item.regions)
         pred = np.array([r.box for r in item.regions], np.float64).reshape(-1, 4) * [w, h, w, h]
+        named = [namer.category_id(r.phrase) for r in item.regions]  # once per region, not per box
         for ann in anns:
             x, y, bw, bh = ann["bbox"]
             category = categories[ann["category_id"]]
@@ -77,8 +78,7 @@ def evaluate(gt: dict[str, Any], labeled: Iterable[LabeledImage], iou: float = 0
             counts = totals[category]
             counts[0] += 1
             counts[1] += bool(hit.any())
-            named = (h_ and namer.category_id(r.phrase) == ann["category_id"] for h_, r in zip(hit, item.regions))
-            counts[2] += any(named)
+            counts[2] += any(h_ and n == ann["category_id"] for h_, n in zip(hit, named))
     per_category = {
         name: {"gt_boxes": n, "recall": round(a / n, 4), "named_recall": round(m / n, 4)}
         for name, (n, a, m) in sorted(totals.items())

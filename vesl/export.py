@@ -25,7 +25,8 @@ COCO results (for ``COCO.loadRes`` and ``COCOeval`` against a ground-truth file)
 file name without extension (VESL's key; img2dataset keys of COCO URLs are those names), or by a key
 that is the image id's number. A region's category is the ground-truth category its phrase names
 (``vesl.patchseg.vocabulary.CategoryMatcher``: by head noun, singular or plural, with the bundled COCO
-aliases: "two black cats" -> cat, "a traffic light" -> traffic light, "a young man" -> person). Regions of unmatched images or naming no category are left out and counted.
+aliases: "two black cats" -> cat, "a traffic light" -> traffic light, "a young man" -> person).
+Regions of unmatched images or naming no category are left out and counted.
 
 patch-seg (``vesl.patchseg.export``): the layout patch-seg's ADE20k dataset class reads, for Locality
 Alignment's patch-level probe: ``DEST/images/{training,validation}/STEM.jpg`` beside
@@ -221,7 +222,7 @@ ADE20K_CLASSES = 151  # patch-seg's Ade20kPatchDataset: num_classes fixed (150 A
 def _export_patchseg(args: argparse.Namespace) -> int:
     """The patchseg subcommand: a problem found before any work (the vocabulary unreadable or too large,
     DEST not empty) is one line and exit status 2; 1 when the counts do not balance."""
-    from vesl.patchseg.export import ExportError, export_patchseg, load_vocabulary
+    from vesl.patchseg.export import ExportError, check_export, export_patchseg, load_vocabulary
     from vesl.patchseg.vocabulary import matcher_from_arguments
 
     try:
@@ -229,7 +230,8 @@ def _export_patchseg(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"error: vocabulary {args.vocabulary}: {exc}", file=sys.stderr)
         return 2
-    try:
+    try:  # the checks first: building the matcher may load a checkpoint (--match-embedding)
+        check_export(args.dest, vocabulary, args.validation_fraction, args.vocabulary)
         counts = export_patchseg(
             args.output_dir,
             args.dest,

@@ -82,11 +82,14 @@ class Launch:
     dry_run: bool  # Beam's --dry_run: build the job and hand it to the runner, which does not submit it
     on_workers: bool  # the job's workers list the input (--list_shards)
     cpu_threads: int | None
-    runner: str = DEFAULT_LOCAL_RUNNER  # the runner's name as given (runner_name)
 
     @property
     def vesl(self) -> VeslOptions:
         return self.options.view_as(VeslOptions)
+
+    @property
+    def runner(self) -> str:
+        return runner_name(self.options)
 
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict[str, Any]:
@@ -132,7 +135,7 @@ def prepare(argv: list[str], test_pipeline: beam.Pipeline | None) -> Launch:
             raise UsageError(str(exc)) from None
     on_workers = vesl_options.list_shards == "workers" or (vesl_options.list_shards == "auto" and not local)
     dry_run = bool(options.view_as(TestOptions).dry_run)
-    return Launch(options, config, local, dry_run, on_workers, cpu_threads, runner)
+    return Launch(options, config, local, dry_run, on_workers, cpu_threads)
 
 
 def runner_name(options: PipelineOptions) -> str:
@@ -421,13 +424,13 @@ def run_under_lease(launch: Launch, pipeline: beam.Pipeline, source, provenance:
             return summary
         if isinstance(stopped, KeyboardInterrupt) and not launch.local:  # the job may run on: touch nothing
             raise RunStopped(stopped_waiting(launch.vesl.output), exit_status_for(signal.SIGINT)) from None
-        failed = stopped is not None and not isinstance(stopped, (UsageError, LeaseLost))
+        run_failed = stopped is not None and not isinstance(stopped, (UsageError, LeaseLost))
         # a run that lost its lease leaves the folder alone: its uncommitted files may be the new holder's
-        left = clean_up(lease, layout, failed and not lease.lost)
+        left = clean_up(lease, layout, run_failed and not lease.lost)
         workers = pipeline.runner.worker_output() if isinstance(pipeline.runner, LocalRunner) else ""
         if planned and isinstance(planned[0], DriverListing):  # kept by the plan: committed before this run
             before = {shard.shard_id for shard in planned[0].committed}
-        if stopped is not None and (received or failed):
+        if stopped is not None and (received or run_failed):
             raise stop_line(stopped, received, layout, source, before, left, workers) from None
         if stopped is not None:
             raise stopped

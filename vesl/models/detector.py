@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from vesl.records import DetectorInput
+from vesl.threads import apply_cpu_threads
 
 
 class BackendUnavailable(ValueError):
@@ -65,10 +66,7 @@ class CoreDetector:
         self.cpu_threads = cpu_threads
 
     def detect(self, batch: Sequence[DetectorInput], min_score: float) -> list:
-        if self.cpu_threads is not None:
-            from vesl.threads import apply_cpu_threads
-
-            apply_cpu_threads(self.cpu_threads)
+        apply_cpu_threads(self.cpu_threads)
         images, sizes, queries = batch_parts(batch)
         return self.core.detect(
             images,

@@ -52,8 +52,8 @@ def compare_detections(
     total = matched = 0
     diffs: list[float] = []
     for ref, cand in zip(reference, candidate, strict=True):
-        ref_boxes, ref_scores, ref_queries = _boxes_above(ref, min_side)
-        cand_boxes, cand_scores, cand_queries = _boxes_above(cand, 0.0)
+        ref_boxes, ref_scores, ref_queries = boxes_above(ref, min_side)
+        cand_boxes, cand_scores, cand_queries = boxes_above(cand, 0.0)
         total += len(ref_scores)
         if not len(ref_scores) or not len(cand_scores):
             continue
@@ -83,10 +83,19 @@ def compare_detections(
     )
 
 
-def _boxes_above(det: Detections, min_side: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def boxes_above(det: Detections, min_side: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(boxes, scores, query indices) of the boxes whose both sides exceed ``min_side``: the ones compared."""
     boxes = det.boxes.astype(np.float64)
     keep = (boxes[:, 2] - boxes[:, 0] > min_side) & (boxes[:, 3] - boxes[:, 1] > min_side)
     return boxes[keep], det.scores[keep].astype(np.float64), det.query_index[keep]
+
+
+def read_candidate(detector, images, sizes, queries, min_score: float, max_candidates: int, query_buckets=()) -> list:
+    """A candidate's detections as the check reads them: the threshold lowered by the score tolerance and
+    twice the budget, so boxes at the reference's boundary are not missed for being just under it."""
+    return detector.detect(
+        images, sizes, queries, max(0.0, min_score - MAX_SCORE_DIFF), 2 * max_candidates, query_buckets
+    )
 
 
 def check_fast_path(
@@ -105,7 +114,7 @@ def check_fast_path(
     for batch in batches:
         reference_images, candidate_images, sizes, queries = batch if len(batch) == 4 else (batch[0], *batch)
         reference += reference_detector.detect(reference_images, sizes, queries, min_score, max_candidates)
-        candidate += candidate_detector.detect(
-            candidate_images, sizes, queries, max(0.0, min_score - MAX_SCORE_DIFF), 2 * max_candidates, query_buckets
+        candidate += read_candidate(
+            candidate_detector, candidate_images, sizes, queries, min_score, max_candidates, query_buckets
         )
     return compare_detections(reference, candidate, min_side=1.0 / reference_detector.image_size)

@@ -223,7 +223,6 @@ class JaxOwlv2Detector:
         feats, boxes, objectness = self._run_image(pixels, content)
         top = self._run_head(feats, boxes, objectness, index, mask, self.candidates(max_candidates))
         scores, labels, obj, box = (np.asarray(a)[:n] for a in jax.device_get(top))
-        size = self.shape.image_size
         return [
             kept_detections(scores[i], labels[i], obj[i], box[i], content_sizes[i], size, min_score) for i in range(n)
         ]

@@ -165,11 +165,11 @@ class ExportCounts:
 
     @property
     def regions_matched(self) -> int:
-        return self.matches.regions - self.regions_unmatched
+        return self.matches.matched
 
     @property
     def regions_unmatched(self) -> int:
-        return self.matches.by_kind["unmatched"]
+        return self.matches.unmatched
 
     def add_image(self, split: str, matches: Sequence[Match], label_map: np.ndarray) -> None:
         self.written[split] += 1
@@ -341,6 +341,15 @@ def load_vocabulary(spec: str) -> Vocabulary:
     return Vocabulary.load(spec)
 
 
+def check_export(dest: str, vocabulary: Vocabulary, validation_fraction: float, vocabulary_name: str = "") -> None:
+    """What makes an export impossible, found before any work (ExportError): too many classes for 8-bit
+    PNGs, a split fraction outside [0, 1], a DEST that is not empty."""
+    check_classes(vocabulary, vocabulary_name)
+    if not 0.0 <= validation_fraction <= 1.0:
+        raise ExportError(f"--validation-fraction must be in [0, 1], got {validation_fraction}")
+    check_dest(Path(dest))
+
+
 def export_patchseg(
     output_dir: str,
     dest: str,
@@ -354,11 +363,8 @@ def export_patchseg(
     """Write the patch-seg dataset of ``output_dir`` under ``dest``; phrases matched by ``matcher``
     (default: by head noun, ``Matcher(vocabulary)``). Raises ExportError before any work when it cannot
     be done."""
-    check_classes(vocabulary, vocabulary_name)
-    if not 0.0 <= validation_fraction <= 1.0:
-        raise ExportError(f"--validation-fraction must be in [0, 1], got {validation_fraction}")
+    check_export(dest, vocabulary, validation_fraction, vocabulary_name)
     root = Path(dest)
-    check_dest(root)
     matcher = matcher or Matcher(vocabulary)
     root.mkdir(parents=True, exist_ok=True)
     with (

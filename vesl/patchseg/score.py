@@ -289,11 +289,10 @@ class RegionTally:
 
     def result(self) -> dict[str, Any]:
         counts = self.counts.as_dict()
-        unmatched = counts["by_kind"]["unmatched"]
         return {
             "total": counts["regions"],
-            "matched": counts["regions"] - unmatched,
-            "unmatched": unmatched,
+            "matched": self.counts.matched,
+            "unmatched": self.counts.unmatched,
             "by_kind": counts["by_kind"],
             "by_class": counts["by_class"],
             "top_unmatched": [[phrase, n] for phrase, n in self.unmatched_phrases.most_common(LISTED_UNMATCHED)],
@@ -335,9 +334,8 @@ def score_output(
     by_image: dict[int, list[dict]] = {}
     for ann in gt["annotations"]:
         by_image.setdefault(ann["image_id"], []).append(ann)
-    vocabulary = category_vocabulary(categories)
-    score, regions = PatchScore(names), RegionTally(MatchCounts(vocabulary))
-    matcher = matcher or Matcher(vocabulary)
+    matcher = matcher or Matcher(category_vocabulary(categories))
+    score, regions = PatchScore(names), RegionTally(MatchCounts(matcher.vocabulary))
     for image, item in match_images(gt, labeled):
         if item is None:
             continue

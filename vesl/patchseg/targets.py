@@ -36,6 +36,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from vesl.vision.geometry import center_square
+
 CROPS = ("center", "letterbox", "none")
 REDUCTIONS = ("union", "majority")
 
@@ -79,8 +81,7 @@ def sampled_pixels(width: int, height: int, size: int, crop: str = "center") -> 
     """Source pixel columns and rows (``[S]`` each) that the S x S input reads; -1 where it reads
     padding (``letterbox``)."""
     if crop == "center":
-        side = min(width, height)
-        left, top = (width - side) // 2, (height - side) // 2
+        left, top, side = center_square(width, height)
         return left + pillow_nearest_sources(side, size), top + pillow_nearest_sources(side, size)
     if crop == "letterbox":
         side = max(width, height)

@@ -296,7 +296,8 @@ class EmbeddingMatcher:
         self.embed = embed
         self.threshold = threshold
         self.batch_size = batch_size
-        queries = [" ".join(name_forms(name)[0]) if name_forms(name) else name for name in vocabulary.names]
+        forms = [name_forms(name) for name in vocabulary.names]
+        queries = [" ".join(f[0]) if f else name for f, name in zip(forms, vocabulary.names)]
         self.class_embeddings = self._embed_all(queries)
 
     @classmethod
@@ -391,7 +392,8 @@ class Matcher:
         return None
 
     def match(self, phrase: str) -> Match:
-        return self.match_many([phrase])[0]
+        cached = self._cache.get(phrase)  # the per-region path: most phrases repeat
+        return cached if cached is not None else self.match_many([phrase])[0]
 
     def match_many(self, phrases: Iterable[str]) -> list[Match]:
         """Matches for many phrases, the embeddings of the new ones the head match leaves computed
@@ -462,6 +464,14 @@ class MatchCounts:
     @property
     def regions(self) -> int:
         return sum(self.by_kind.values())
+
+    @property
+    def unmatched(self) -> int:
+        return self.by_kind["unmatched"]
+
+    @property
+    def matched(self) -> int:
+        return self.regions - self.unmatched
 
     def as_dict(self) -> dict:
         """Plain JSON: region count, counts per kind (all three keys), per class name in index order."""

@@ -264,8 +264,8 @@ class VeslRegionDataset(IterableDataset):
             example["patch_masks"] = torch.from_numpy(masks) if torch else masks
             example["patch_region_index"] = torch.from_numpy(index.astype(np.int64)) if torch else index
         if self.patch_classes is not None:
-            every = [r["box"] for r in regions], [r["phrase"] for r in regions]
-            targets = self.patch_classes(*every, width, height)
+            stored_boxes, phrases = [r["box"] for r in regions], [r["phrase"] for r in regions]
+            targets = self.patch_classes(stored_boxes, phrases, width, height)
             example["patch_classes"] = torch.from_numpy(targets) if torch else targets
         return example
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from vesl.vision.geometry import content_size
+from vesl.vision.geometry import center_square, content_size
 
 MODES = ("resize", "pad_center", "pad_bottom_right", "center_crop")
 
@@ -65,9 +65,8 @@ class TrainingTransform:
         if self.mode == "pad_center":
             return tf_resize_with_pad_placement(width, height, size)
         if self.mode == "center_crop":
-            side = min(width, height)
+            left, top, side = center_square(width, height)
             scale = size / side
-            left, top = (width - side) // 2, (height - side) // 2
             return Placement(-left * scale, -top * scale, width * scale, height * scale)
         cw, ch = content_size(width, height, size)
         return Placement(0, 0, cw, ch)
@@ -75,8 +74,7 @@ class TrainingTransform:
     def image(self, image: Image.Image) -> np.ndarray:
         """RGB image -> ``size x size x 3`` uint8."""
         if self.mode == "center_crop":
-            side = min(image.width, image.height)
-            left, top = (image.width - side) // 2, (image.height - side) // 2
+            left, top, side = center_square(image.width, image.height)
             square = image.crop((left, top, left + side, top + side))
             return np.asarray(square.resize((self.size, self.size), Image.Resampling.BILINEAR), np.uint8)
         p = self.placement(image.width, image.height)
