@@ -36,8 +36,6 @@ from functools import lru_cache
 
 import numpy as np
 
-from vesl.vision.geometry import center_square
-
 CROPS = ("center", "letterbox", "none")
 REDUCTIONS = ("union", "majority")
 
@@ -75,6 +73,15 @@ def _pillow_nearest_sources(source: int, target: int) -> tuple[int, ...]:
 def pillow_nearest_sources(source: int, target: int) -> np.ndarray:
     """For each of ``target`` output pixels, the source pixel Pillow's NEAREST resize reads."""
     return np.asarray(_pillow_nearest_sources(source, target), np.int64)
+
+
+def center_square(width: int, height: int) -> tuple[int, int, int]:
+    """(left, top, side) of the largest centred square of a ``width x height`` image: the crop of
+    patch-seg's LargestCenterCrop, which the training reader and the patch targets must share exactly.
+    Here, not in ``vesl.vision.geometry``: this module imports numpy only (tf.data's readers import it
+    in an environment without Pillow)."""
+    side = min(width, height)
+    return (width - side) // 2, (height - side) // 2, side
 
 
 def sampled_pixels(width: int, height: int, size: int, crop: str = "center") -> tuple[np.ndarray, np.ndarray]:

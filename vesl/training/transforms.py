@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from vesl.vision.geometry import center_square, content_size
+from vesl.patchseg.targets import center_square
+from vesl.vision.geometry import content_size
 
 MODES = ("resize", "pad_center", "pad_bottom_right", "center_crop")
 

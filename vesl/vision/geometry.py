@@ -21,13 +21,6 @@ def content_size(width: int, height: int, size: int) -> tuple[int, int]:
     return max(1, min(size, round(width * scale))), max(1, min(size, round(height * scale)))
 
 
-def center_square(width: int, height: int) -> tuple[int, int, int]:
-    """(left, top, side) of the largest centred square of a ``width x height`` image: the crop of
-    patch-seg's LargestCenterCrop, which the training reader and the patch targets must share exactly."""
-    side = min(width, height)
-    return (width - side) // 2, (height - side) // 2, side
-
-
 def letterbox(image: Image.Image, size: int) -> tuple[np.ndarray, int, int]:
     """RGB image -> (``size x size x 3`` uint8 with the image resized into the top-left corner,
     content width, content height). The padding is filled by the detector (with ``DetectConfig.pad_value``)."""
