@@ -260,3 +260,12 @@ def test_a_category_matcher_gives_the_ground_truths_ids_by_head_noun_with_cocos_
     assert matcher.category_id("a traffic light") == 10 and matcher.category_id("the lights") == 77
     assert matcher.category_id("a young man") == 1 and matcher.category_id("some people") == 1
     assert matcher.category_id("a catalogue") is None and matcher.category_id("a leash") is None
+
+
+def test_a_category_matcher_reads_any_ground_truths_categories_without_refusing_them():
+    """Bad input: a name given twice keeps its first id, "unlabeled" and empty or odd phrases name none,
+    no categories at all match nothing (a Vocabulary would refuse each of these)."""
+    matcher = CategoryMatcher([{"id": 5, "name": "dog"}, {"id": 9, "name": "dog"}, {"id": 0, "name": "unlabeled"}])
+    assert matcher.category_id("a dog") == 5 and matcher.category_id("the unlabeled") is None
+    assert [matcher.category_id(p) for p in ("", "   ", "!!", "\u0000", "犬")] == [None] * 5
+    assert CategoryMatcher([]).category_id("a dog") is None

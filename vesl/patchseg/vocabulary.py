@@ -429,11 +429,17 @@ class CategoryMatcher:
     exports and evaluations read a phrase as a category (``Matcher`` over ``category_vocabulary``)."""
 
     def __init__(self, categories: Sequence[dict]):
-        self.ids = [c["id"] for c in categories]
-        self.matcher = Matcher(category_vocabulary(categories))
+        # A name given twice keeps its first id, and "unlabeled" (class 0 of a vocabulary) names none: a
+        # ground truth is read as it is, not refused (a results file may still use every id).
+        first: dict[str, int] = {}
+        for category in categories:
+            first.setdefault(category["name"], category["id"])
+        first.pop(UNLABELED, None)
+        self.ids = list(first.values())
+        self.matcher = Matcher(category_vocabulary([{"name": name} for name in first])) if first else None
 
     def category_id(self, phrase: str) -> int | None:
-        index = self.matcher.match(phrase).class_index
+        index = self.matcher.match(phrase).class_index if self.matcher else None
         return None if index is None else self.ids[index - 1]
 
 
